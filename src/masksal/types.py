@@ -1,0 +1,71 @@
+"""Data types shared by datasets, explainers and metrics.
+
+Conventions used everywhere in masksal:
+
+* images: ``(B, 3, H, W)`` float tensors in ``[0, 1]`` (pixel space, not normalized);
+  the classifier wrapper applies its own normalization.
+* maps: ``(B, H, W)`` float tensors at the image resolution, larger = more salient.
+* boxes: ``(K, 4)`` float tensors ``(x0, y0, x1, y1)`` in pixel indices with the last row and
+  column *inclusive* (area = ``(x1 - x0 + 1) * (y1 - y0 + 1)``), as in the wsolevaluation
+  reference and ImageNet/CUB box files.
+* masks: ``(H, W)`` uint8 tensors, 1 = object, 0 = background, 255 = ignore (not scored).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+
+IGNORE = 255
+
+
+@dataclass
+class Batch:
+    """A batch of samples as every masksal dataset yields it (see :func:`collate`).
+
+    Attributes:
+        images: ``(B, 3, H, W)`` float in [0, 1].
+        labels: ``(B,)`` int64 class indices.
+        boxes: one ``(K_i, 4)`` float tensor per image, inclusive pixel coordinates;
+            ``K_i = 0`` when the dataset has no boxes.
+        masks: ``(B, H, W)`` uint8 (1 object, 0 background, 255 ignore) or ``None``.
+        ids: one identifier per image (file name or index).
+    """
+
+    images: Tensor
+    labels: Tensor
+    boxes: list[Tensor]
+    masks: Tensor | None = None
+    ids: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    def to(self, device: torch.device | str) -> Batch:
+        return Batch(
+            images=self.images.to(device),
+            labels=self.labels.to(device),
+            boxes=[b.to(device) for b in self.boxes],
+            masks=None if self.masks is None else self.masks.to(device),
+            ids=list(self.ids),
+        )
+
+
+def collate(samples: list[dict[str, Any]]) -> Batch:
+    """Collate dataset samples into a :class:`Batch`.
+
+    Each sample is a dict with ``image`` (3, H, W) float, ``label`` int, ``boxes`` (K, 4)
+    float, optional ``mask`` (H, W) uint8 and optional ``id`` str.
+    """
+    images = torch.stack([s["image"] for s in samples])
+    labels = torch.as_tensor([int(s["label"]) for s in samples], dtype=torch.long)
+    boxes = [torch.as_tensor(s.get("boxes", torch.zeros(0, 4)), dtype=torch.float32).reshape(-1, 4)
+             for s in samples]
+    masks = None
+    if all(s.get("mask") is not None for s in samples):
+        masks = torch.stack([torch.as_tensor(s["mask"], dtype=torch.uint8) for s in samples])
+    ids = [str(s.get("id", i)) for i, s in enumerate(samples)]
+    return Batch(images=images, labels=labels, boxes=boxes, masks=masks, ids=ids)
