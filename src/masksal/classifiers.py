@@ -73,6 +73,9 @@ class Classifier(nn.Module):
         (torch.Size([2, 10]), torch.Size([2, 512, 2, 2]))
     """
 
+    mean: Tensor
+    std: Tensor
+
     def __init__(
         self,
         model: nn.Module,
