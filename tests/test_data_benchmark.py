@@ -1,0 +1,243 @@
+"""Tests of the procedural localization benchmark (masksal.data.benchmark / sources)."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import os
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from masksal.data import sources
+from masksal.data.benchmark import CLASS_NAMES, BenchmarkDataset, class_names, generate
+from masksal.types import collate
+
+
+@pytest.fixture(scope="module")
+def test64() -> dict[str, np.ndarray]:
+    return generate("test", 200, size=64, seed=0, return_sources=True)
+
+
+def test_same_seed_same_bytes_and_different_seed_differs() -> None:
+    a = generate("train", 40, size=48, seed=3)
+    b = generate("train", 40, size=48, seed=3)
+    c = generate("train", 40, size=48, seed=4)
+    for key in ("images", "labels", "boxes", "masks"):
+        assert np.array_equal(a[key], b[key]), key
+    assert not np.array_equal(a["images"], c["images"])
+    assert not np.array_equal(a["masks"], c["masks"])
+
+
+def test_single_index_equals_batch_row(test64: dict[str, np.ndarray]) -> None:
+    for i in (0, 7, 123, 199):
+        one = generate("test", 1, size=64, seed=0, start=i, return_sources=True)
+        for key, value in one.items():
+            assert np.array_equal(value[0], test64[key][i]), (key, i)
+    # Shards in any order assemble into the same arrays.
+    parts = [generate("test", 50, size=64, seed=0, start=s) for s in (150, 0, 100, 50)]
+    images = np.concatenate([parts[1]["images"], parts[3]["images"], parts[2]["images"], parts[0]["images"]])
+    assert np.array_equal(images, test64["images"])
+
+
+def test_splits_differ_for_same_index() -> None:
+    a = generate("train", 5, size=32)
+    b = generate("val", 5, size=32)
+    assert not np.array_equal(a["images"], b["images"])
+
+
+@pytest.mark.parametrize("size", [32, 64, 224])
+def test_shapes_dtypes_ranges(size: int) -> None:
+    n = 60 if size < 224 else 24
+    out = generate("val", n, size=size, seed=1)
+    assert out["images"].shape == (n, size, size, 3) and out["images"].dtype == np.uint8
+    assert out["labels"].shape == (n,) and out["labels"].dtype == np.int64
+    assert out["boxes"].shape == (n, 4) and out["boxes"].dtype == np.float32
+    assert out["masks"].shape == (n, size, size) and out["masks"].dtype == np.uint8
+    assert set(np.unique(out["masks"])) <= {0, 1}
+    assert out["labels"].min() >= 0 and out["labels"].max() < len(CLASS_NAMES)
+    boxes = out["boxes"]
+    assert (boxes[:, :2] >= 0).all() and (boxes[:, 2:] <= size - 1).all()
+    assert (boxes[:, 2] >= boxes[:, 0]).all() and (boxes[:, 3] >= boxes[:, 1]).all()
+    # The object is sizeable: its longer box side is a large fraction of the image.
+    longer = np.maximum(boxes[:, 2] - boxes[:, 0] + 1, boxes[:, 3] - boxes[:, 1] + 1)
+    assert (longer >= 0.3 * size).all() and (longer <= 0.8 * size).all()
+    # The images are not blank: backgrounds and objects vary.
+    assert out["images"].std() > 20
+
+
+def test_box_is_tight_box_of_nonempty_mask(test64: dict[str, np.ndarray]) -> None:
+    for mask, box in zip(test64["masks"], test64["boxes"], strict=True):
+        assert mask.sum() > 0
+        ys, xs = np.nonzero(mask)
+        assert box.tolist() == [xs.min(), ys.min(), xs.max(), ys.max()]
+
+
+def test_object_is_visible_against_background(test64: dict[str, np.ndarray]) -> None:
+    # Mean colour of the object differs from the mean colour of the ring of background around it.
+    img = test64["images"].astype(np.float32)
+    diffs = []
+    for image, mask in zip(img, test64["masks"], strict=True):
+        inside = image[mask == 1].mean(0)
+        outside = image[mask == 0].mean(0)
+        diffs.append(np.abs(inside - outside).max())
+    assert np.median(diffs) > 40
+
+
+def test_labels_cover_all_classes_and_names(test64: dict[str, np.ndarray]) -> None:
+    assert np.array_equal(np.bincount(test64["labels"], minlength=20), np.full(20, 10))
+    assert len(CLASS_NAMES) == 20
+    assert CLASS_NAMES[:10] == tuple(f"digit {d}" for d in range(10))
+    assert CLASS_NAMES[10] == "bear" and CLASS_NAMES[19] == "zebra"
+    digits = generate("test", 30, size=32, families=("digits",))
+    assert set(digits["labels"].tolist()) == set(range(10))
+    assert class_names(("animals",)) == CLASS_NAMES[10:]
+    animals = generate("test", 20, size=32, families=("animals",), return_sources=True)
+    assert set(animals["labels"].tolist()) == set(range(10))
+    assert (animals["sources"] >= sources.ANIMAL_OFFSET).all()
+
+
+def test_object_source_matches_label(test64: dict[str, np.ndarray]) -> None:
+    digit_labels = sources.load_digits()[1]
+    animal_labels = sources.load_animals()[1]
+    for label, src in zip(test64["labels"], test64["sources"], strict=True):
+        if label < 10:
+            assert src < sources.ANIMAL_OFFSET and digit_labels[src] == label
+        else:
+            assert src >= sources.ANIMAL_OFFSET and animal_labels[src - sources.ANIMAL_OFFSET] == label - 10
+
+
+def test_split_pools_are_disjoint_and_sized() -> None:
+    for family in ("digits", "animals"):
+        src = sources.object_source(family)
+        ids = {s: set(src.global_ids[np.concatenate(src.pools[s])].tolist()) for s in sources.SPLITS}
+        assert not ids["train"] & ids["val"]
+        assert not ids["train"] & ids["test"]
+        assert not ids["val"] & ids["test"]
+    digits = sources.object_source("digits")
+    assert sum(p.size for p in digits.pools["train"]) == 55000
+    assert sum(p.size for p in digits.pools["val"]) == 5000
+    assert min(src_ids.min() for src_ids in digits.pools["test"]) == sources.MNIST_TRAIN
+    animals = sources.object_source("animals")
+    assert [p.size for p in animals.pools["train"]] == [800] * 10
+    assert [p.size for p in animals.pools["val"]] == [100] * 10
+    assert [p.size for p in animals.pools["test"]] == [100] * 10
+
+
+def test_generated_sources_respect_splits() -> None:
+    used = {}
+    for split in sources.SPLITS:
+        out = generate(split, 300, size=32, seed=0, return_sources=True)
+        d = out["distractor_sources"]
+        assert ((d == -1) | (d != out["sources"][:, None])).all()  # distractors are other objects
+        assert ((d >= 0).sum(1) >= 1).all()
+        used[split] = set(out["sources"].tolist()) | set(d[d >= 0].tolist())
+    assert not used["train"] & used["test"]
+    assert not used["train"] & used["val"]
+    assert not used["val"] & used["test"]
+    assert max(i for i in used["train"] if i < sources.ANIMAL_OFFSET) < sources.DIGIT_VAL_START
+    assert min(i for i in used["test"] if i < sources.ANIMAL_OFFSET) >= sources.MNIST_TRAIN
+
+
+def test_size_and_argument_errors() -> None:
+    for size in (31, 225, 0, 64.0):
+        with pytest.raises(ValueError, match="size must be an integer from 32 to 224"):
+            generate("train", 1, size=size)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="split"):
+        generate("dev", 1)
+    with pytest.raises(ValueError, match="families"):
+        generate("train", 1, families=("letters",))
+    with pytest.raises(ValueError, match=">= 0"):
+        generate("train", -1)
+    with pytest.raises(ValueError, match="size"):
+        BenchmarkDataset("train", n=2, size=16)
+
+
+def test_dataset_items_and_collate() -> None:
+    ds = BenchmarkDataset("val", n=30, size=32, seed=2)
+    assert len(ds) == 30 and ds.num_classes == 20 and ds.classes == CLASS_NAMES
+    item = ds[5]
+    assert item["image"].shape == (3, 32, 32) and item["image"].dtype == torch.float32
+    assert float(item["image"].min()) >= 0.0 and float(item["image"].max()) <= 1.0
+    assert item["boxes"].shape == (1, 4) and item["boxes"].dtype == torch.float32
+    assert item["mask"].shape == (32, 32) and item["mask"].dtype == torch.uint8
+    assert item["id"] == "val/5" and item["label"] == 5
+    ref = generate("val", 1, size=32, seed=2, start=5)
+    assert torch.equal(item["image"], torch.from_numpy(ref["images"][0]).permute(2, 0, 1).float() / 255)
+    batch = collate([ds[i] for i in range(4)])
+    assert batch.images.shape == (4, 3, 32, 32)
+    assert batch.masks is not None and batch.masks.shape == (4, 32, 32)
+    assert batch.ids == ["val/0", "val/1", "val/2", "val/3"]
+
+
+def test_few_shot_keeps_first_k_per_class() -> None:
+    ds = BenchmarkDataset("train", size=32, seed=0, examples_per_class=3)
+    assert len(ds) == 60
+    assert np.array_equal(np.bincount(ds.labels, minlength=20), np.full(20, 3))
+    # The first K of each class in generator order, and the same images as a direct generation.
+    full = generate("train", int(ds.indices.max()) + 1, size=32, seed=0)
+    for c in range(20):
+        first = np.flatnonzero(full["labels"] == c)[:3]
+        assert np.array_equal(ds.indices[ds.labels == c], first)
+    assert np.array_equal(ds.images, full["images"][ds.indices])
+    digits = BenchmarkDataset("test", size=32, families=("digits",), examples_per_class=2)
+    assert np.array_equal(np.bincount(digits.labels), np.full(10, 2)) and digits.num_classes == 10
+
+
+def test_cache_roundtrip(tmp_path: Path) -> None:
+    a = BenchmarkDataset("test", n=12, size=32, seed=5, cache_dir=tmp_path)
+    files = list(tmp_path.glob("*.npz"))
+    assert len(files) == 1 and not list(tmp_path.glob("*.tmp"))
+    b = BenchmarkDataset("test", n=12, size=32, seed=5, cache_dir=tmp_path)
+    assert np.array_equal(a.images, b.images) and np.array_equal(a.indices, b.indices)
+    # The cache is really read: a marked file is returned as stored.
+    with np.load(files[0]) as f:
+        arrays = {k: f[k] for k in f.files}
+    arrays["labels"] = arrays["labels"] + 100
+    with open(files[0], "wb") as f:
+        np.savez(f, **arrays)
+    c = BenchmarkDataset("test", n=12, size=32, seed=5, cache_dir=tmp_path)
+    assert (c.labels >= 100).all()
+    # Different parameters use a different file.
+    BenchmarkDataset("test", n=12, size=32, seed=6, cache_dir=tmp_path)
+    assert len(list(tmp_path.glob("*.npz"))) == 2
+
+
+class _Evil:
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        return (os.system, ("echo should-not-run",))
+
+
+@pytest.mark.parametrize("payload", [_Evil(), eval], ids=["os.system", "builtins.eval"])
+def test_unpickler_rejects_other_globals(payload: object) -> None:
+    data = pickle.dumps(payload)
+    with pytest.raises(sources.UnsafePickleError, match="refusing to unpickle global"):
+        sources.load_numpy_pickle(data)
+
+
+def test_unpickler_reads_numpy_arrays_and_rejects_non_arrays() -> None:
+    arr = np.arange(12, dtype=np.int64).reshape(3, 4)
+    assert np.array_equal(sources.load_numpy_pickle(pickle.dumps(arr)), arr)
+    blob = gzip.compress(pickle.dumps(np.zeros((2, 28, 28), np.uint8)))
+    assert sources.load_numpy_pickle(gzip.decompress(blob)).shape == (2, 28, 28)
+    with pytest.raises(TypeError, match="numpy array"):
+        sources.load_numpy_pickle(pickle.dumps([1, 2]))
+    with pytest.raises(sources.UnsafePickleError):
+        sources.NumpyOnlyUnpickler(io.BytesIO(pickle.dumps(np.float64(1.0)))).load()
+
+
+def test_missing_animal_package_message(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sources, "ANIMAL_RESOURCE", ("animal_mnist_not_installed", "data"))
+    sources.load_animals.cache_clear()
+    sources.object_source.cache_clear()
+    try:
+        with pytest.raises(ImportError, match=r"pip install --no-deps animal-mnist==0\.4"):
+            generate("train", 1, size=32)
+        assert not sources.animals_available()
+        assert generate("train", 2, size=32, families=("digits",))["labels"].tolist() == [0, 1]
+    finally:
+        sources.load_animals.cache_clear()
+        sources.object_source.cache_clear()
