@@ -209,7 +209,7 @@ def train_classifier(cfg: ExperimentConfig, out: str | Path, resume: bool = Fals
             step += 1
             bar.update(1)
             if step % cfg.train.log_every == 0 or step == steps:
-                rec: dict[str, float] = {"step": step, "loss": float(loss), "lr": float(sched.get_last_lr()[0]),
+                rec: dict[str, float] = {"step": step, "loss": float(loss.detach()), "lr": float(sched.get_last_lr()[0]),
                        "train_accuracy": 100.0 * float((logits.argmax(1) == b.labels).float().mean()),
                        "time": time.time() - t0}
                 log.write(rec)
@@ -382,7 +382,7 @@ def _masker_step(cfg: ExperimentConfig, clf: Classifier, net: MaskerNet, snapsho
         terms["total"].backward()
     torch.nn.utils.clip_grad_norm_(net.parameters(), tr.grad_clip)
     opt_m.step()
-    out = {k: float(v) for k, v in terms.items()}
+    out = {k: float(v.detach()) for k, v in terms.items()}
     out["mask_mean"] = float(masks.detach().mean())
     out["clean_accuracy"] = 100.0 * float((logits_clean.argmax(1) == y).float().mean())
     if logits_in is not None:

@@ -1,0 +1,3 @@
+from masksal.cli import main
+
+main()

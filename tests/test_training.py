@@ -1,0 +1,115 @@
+"""End-to-end training on tiny images: classifier, masker in every mode, resume, checkpoints."""
+
+import json
+
+import pytest
+import torch
+
+from masksal.checkpoint import load_classifier, load_masker, read_meta
+from masksal.config import load_config
+from masksal.training import StepBatchSampler, train_classifier, train_masker
+
+TINY = [
+    "data.image_size=32", "data.n_train=120", "data.n_test=40", "data.families=[digits]", "data.cache_dir=null",
+    "classifier.kwargs={width: 8}", "classifier_train.epochs=1", "classifier_train.batch_size=16",
+    "train.batch_size=8", "train.steps=6", "train.log_every=2", "train.checkpoint_every=3",
+    "masker.hidden=8",
+]
+
+
+@pytest.fixture(scope="module")
+def classifier_ckpt(tmp_path_factory):
+    out = tmp_path_factory.mktemp("clf")
+    cfg = load_config(None, TINY)
+    res = train_classifier(cfg, out, progress=False)
+    assert 0 <= res["test_accuracy"] <= 100
+    return out
+
+
+def test_classifier_checkpoint_is_complete(classifier_ckpt):
+    meta = read_meta(classifier_ckpt)
+    assert meta.kind == "classifier" and meta.classifier.num_classes == 10
+    assert meta.classifier.taps == ["layer3", "layer4"]
+    assert json.loads((classifier_ckpt / "metrics.json").read_text())["test_accuracy"] >= 0
+    assert (classifier_ckpt / "log.jsonl").read_text().count("\n") >= 1
+
+
+@pytest.mark.parametrize("mode", ["fix", "ca", "pool"])
+def test_masker_trains_in_every_mode_and_round_trips(classifier_ckpt, tmp_path, mode):
+    cfg = load_config(None, [*TINY, f"train.mode={mode}", f"classifier.weights={classifier_ckpt}",
+                             "train.pool_every=2"])
+    before = load_classifier(classifier_ckpt).fingerprint()
+    res = train_masker(cfg, tmp_path / "m", progress=False)
+    assert res["steps"] == 6
+    rows = [json.loads(x) for x in (tmp_path / "m" / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [2, 4, 6]
+    assert {"masked_in_ce", "masked_out_entropy", "area", "tv", "total", "mask_mean"} <= set(rows[-1])
+    masker = load_masker(tmp_path / "m")
+    after = masker.classifier.fingerprint()
+    assert (after == before) == (mode == "fix")  # FIX never changes the classifier, CA does
+    x = torch.rand(4, 3, 32, 32)
+    again = load_masker(tmp_path / "m")
+    assert torch.equal(masker.explain(x), again.explain(x))
+
+
+def test_interrupted_run_resumes_to_the_same_weights(classifier_ckpt, tmp_path):
+    cfg = load_config(None, [*TINY, "train.mode=ca", f"classifier.weights={classifier_ckpt}"])
+    train_masker(cfg, tmp_path / "straight", progress=False)
+
+    def stop(step, _terms):
+        if step == 4:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_masker(cfg, tmp_path / "cut", progress=False, on_step=stop)
+    assert read_meta(tmp_path / "cut").step == 4  # saved on interruption
+    with pytest.raises(FileExistsError, match="--resume"):
+        train_masker(cfg, tmp_path / "cut", progress=False)
+    train_masker(cfg, tmp_path / "cut", resume=True, progress=False)
+    a, b = load_masker(tmp_path / "straight"), load_masker(tmp_path / "cut")
+    for (k, v), (_, w) in zip(a.state_dict().items(), b.state_dict().items(), strict=True):
+        assert torch.allclose(v.float(), w.float(), atol=1e-6), k
+
+
+def test_masker_needs_a_classifier(tmp_path):
+    cfg = load_config(None, TINY)
+    with pytest.raises(ValueError, match="classifier.weights"):
+        train_masker(cfg, tmp_path / "m", progress=False)
+
+
+def test_resume_without_checkpoint_is_an_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nothing to resume"):
+        train_classifier(load_config(None, TINY), tmp_path / "x", resume=True, progress=False)
+
+
+def test_few_shot_trains_on_k_per_class(classifier_ckpt, tmp_path):
+    cfg = load_config(None, [*TINY, "data.examples_per_class=1", f"classifier.weights={classifier_ckpt}"])
+    from masksal.training import build_dataset
+
+    ds = build_dataset(cfg, "train")
+    assert len(ds) == 10
+    assert train_masker(cfg, tmp_path / "m", progress=False)["steps"] == 6
+
+
+def test_step_batch_sampler_is_a_function_of_the_step():
+    full = list(StepBatchSampler(10, 4, seed=3, start=0, total=7))
+    tail = list(StepBatchSampler(10, 4, seed=3, start=4, total=7))
+    assert full[4:] == tail
+    assert all(len(b) == 4 for b in full)
+    small = list(StepBatchSampler(3, 8, seed=0, start=0, total=2))  # smaller than a batch: cycled
+    assert all(sorted(set(b)) == [0, 1, 2] for b in small)
+
+
+def test_checkpoint_is_safe_to_load(classifier_ckpt, tmp_path):
+    import shutil
+
+    bad = tmp_path / "bad"
+    shutil.copytree(classifier_ckpt, bad)
+    (bad / "meta.json").write_text("{not json")
+    with pytest.raises(ValueError, match="meta.json: not valid JSON"):
+        read_meta(bad)
+    meta = json.loads((classifier_ckpt / "meta.json").read_text())
+    meta["step"] = meta["step"] + 1  # weights written at another step: an interrupted save
+    (bad / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="interrupted save"):
+        load_classifier(bad)
