@@ -47,6 +47,12 @@ def find_images(inputs: list[str | Path]) -> tuple[list[tuple[Path, Path]], list
     return found, missing
 
 
+def _to_input(image: np.ndarray, size: int) -> torch.Tensor:
+    """``(H, W, 3)`` uint8 -> ``(1, 3, size, size)`` float in [0, 1] (antialiased resize)."""
+    x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float() / 255.0
+    return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True).clamp(0, 1)
+
+
 def _batches(items: list[tuple[Path, Path]], size: int) -> Iterator[list[tuple[Path, Path]]]:
     for i in range(0, len(items), size):
         yield items[i:i + size]
@@ -85,10 +91,7 @@ def explain_files(
         bar.update(len(chunk) - len(keep))
         if not images:
             continue
-        x = torch.stack([
-            F.interpolate(torch.from_numpy(np.ascontiguousarray(im)).permute(2, 0, 1)[None].float() / 255.0, size=(image_size, image_size),
-                          mode="bilinear", align_corners=False, antialias=True)[0]
-            for im in images]).clamp(0, 1).to(device)
+        x = torch.cat([_to_input(im, image_size) for im in images]).to(device)
         maps = explainer.explain(x).detach().float().cpu()
         for (_path, rel), im, m in zip(keep, images, maps, strict=True):
             h, w = im.shape[:2]
