@@ -1,0 +1,92 @@
+"""PxAP: pixel average precision of saliency maps against pixel masks (Choe et al. 2020)."""
+
+from __future__ import annotations
+
+import numpy as np
+from torch import Tensor
+
+from masksal.metrics.base import Metric, NanPolicy, check_maps, check_masks, minmax_normalize
+from masksal.types import Batch
+
+
+class PixelAveragePrecision(Metric):
+    r"""Pixel average precision (PxAP, in %), pooled over the split as in clovaai/wsolevaluation.
+
+    Each map is min-max normalized (constant -> zeros). Two histograms, of the map values at
+    object pixels (mask 1) and at background pixels (mask 0), are accumulated over the whole
+    split (ignore pixels, mask 255, are left out) on the bins ``[t_i, t_{i+1})`` with edges
+    ``arange(0, 1, step)`` followed by 1, 2, 3 (so a value of exactly 1 has its own bin).
+    Scanning thresholds from high to low, ``TP``, ``FP`` are the reversed cumulative sums,
+    ``P = TP / (TP + FP)``, ``R = TP / #object pixels`` and
+
+    .. math:: PxAP = 100 \sum_{i \ge 1,\ TP_i + FP_i > 0} P_i\,(R_i - R_{i-1})
+
+    (no interpolation). Pooling the pixels of all images is not the mean of per-image APs.
+    PxAP is NaN when the split has no object pixel (all masks empty), where it is undefined.
+
+    Args:
+        threshold_step: bin width of the histograms (wsolevaluation: 0.001).
+        nan_maps: ``"raise"`` (default) or ``"zero"`` (a NaN map counts as all zeros, as the
+            reference does).
+
+    ``update(maps, batch)``: ``maps`` ``(B, H, W)`` float, ``batch.masks`` ``(B, H, W)`` uint8
+    (1 object, 0 background, 255 ignore). ``compute()`` keys: ``pxap``.
+    """
+
+    name = "pxap"
+
+    def __init__(self, threshold_step: float = 0.001, nan_maps: NanPolicy = "raise") -> None:
+        if not 0.0 < threshold_step < 1.0:
+            raise ValueError(f"threshold_step must lie in (0, 1), got {threshold_step}")
+        if nan_maps not in ("raise", "zero"):
+            raise ValueError(f"nan_maps must be 'raise' or 'zero', got {nan_maps!r}")
+        self.threshold_step = float(threshold_step)
+        self.nan_maps: NanPolicy = nan_maps
+        self.edges = np.append(np.arange(0, 1, self.threshold_step), [1.0, 2.0, 3.0])
+        super().__init__()
+
+    def _config(self) -> tuple[object, ...]:
+        return (self.threshold_step, self.nan_maps)
+
+    def _empty_state(self) -> dict[str, np.ndarray]:
+        nbins = len(np.arange(0, 1, self.threshold_step)) + 2
+        return {"count": np.zeros(1), "hist_object": np.zeros(nbins), "hist_background": np.zeros(nbins)}
+
+    def update(self, maps: Tensor, batch: Batch) -> None:
+        """Accumulate a batch (see the class docstring for shapes)."""
+        arr = minmax_normalize(check_maps(maps, batch, nan=self.nan_maps, metric=self.name))
+        masks = check_masks(batch, self.name)
+        nbins = len(self.edges) - 1
+        for key, value in (("hist_object", 1), ("hist_background", 0)):
+            scores = arr[masks == value]
+            # Same bins as np.histogram(scores, bins=edges): [e_i, e_i+1), values in [0, 1] never
+            # reach the closed last edge; searchsorted + bincount avoids np.histogram's sort.
+            idx = np.searchsorted(self.edges, scores, side="right") - 1
+            self._state[key] += np.bincount(np.clip(idx, 0, nbins - 1), minlength=nbins)
+        self._state["count"] += arr.shape[0]
+
+    def precision_recall(self) -> tuple[np.ndarray, np.ndarray]:
+        """Precision and recall at every threshold, from the highest threshold down.
+
+        Returns:
+            ``(precision, recall)``, float64 arrays of length ``n_bins``; precision is NaN where
+            no pixel is predicted.
+        """
+        tp = self._state["hist_object"][::-1].cumsum()
+        fp = self._state["hist_background"][::-1].cumsum()
+        n_obj = float(self._state["hist_object"].sum())
+        with np.errstate(invalid="ignore", divide="ignore"):
+            precision = tp / (tp + fp)
+            recall = tp / n_obj if n_obj > 0 else np.full_like(tp, np.nan)
+        return precision, recall
+
+    def compute(self) -> dict[str, float]:
+        """``{"pxap": AP in %}`` (NaN without any object pixel)."""
+        if float(self._state["hist_object"].sum()) == 0:
+            return {"pxap": float("nan")}
+        precision, recall = self.precision_recall()
+        tp = self._state["hist_object"][::-1].cumsum()
+        fp = self._state["hist_background"][::-1].cumsum()
+        predicted = (tp + fp) != 0
+        terms = precision[1:] * np.diff(recall)
+        return {"pxap": 100.0 * float(terms[predicted[1:]].sum())}
