@@ -142,6 +142,17 @@ def test_generated_sources_respect_splits() -> None:
     assert min(i for i in used["test"] if i < sources.ANIMAL_OFFSET) >= sources.MNIST_TRAIN
 
 
+def test_distractor_count_is_bounded() -> None:
+    out = generate("train", 60, size=32, return_sources=True)
+    count = (out["distractor_sources"] >= 0).sum(1)
+    assert out["distractor_sources"].shape == (60, 3) and count.min() == 1 and count.max() == 3
+    one = generate("train", 20, size=32, return_sources=True, max_distractors=1)
+    assert one["distractor_sources"].shape == (20, 1) and (one["distractor_sources"] >= 0).all()
+    none = generate("train", 20, size=32, return_sources=True, max_distractors=0)
+    assert none["distractor_sources"].shape == (20, 0)
+    assert np.array_equal(np.bincount(none["labels"]), np.ones(20))
+
+
 def test_size_and_argument_errors() -> None:
     for size in (31, 225, 0, 64.0):
         with pytest.raises(ValueError, match="size must be an integer from 32 to 224"):
@@ -152,8 +163,12 @@ def test_size_and_argument_errors() -> None:
         generate("train", 1, families=("letters",))
     with pytest.raises(ValueError, match=">= 0"):
         generate("train", -1)
+    with pytest.raises(ValueError, match="max_distractors"):
+        generate("train", 1, max_distractors=-1)
     with pytest.raises(ValueError, match="size"):
         BenchmarkDataset("train", n=2, size=16)
+    with pytest.raises(ValueError, match="examples_per_class"):
+        BenchmarkDataset("train", size=32, examples_per_class=0)
 
 
 def test_dataset_items_and_collate() -> None:

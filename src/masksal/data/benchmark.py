@@ -12,9 +12,10 @@ generated alone, in any order or in shards):
    of that class is drawn from the split's pool (train / val / test pools are disjoint);
 2. background: a random square crop (random scale and position, random flips, per-channel
    colour gains) of a random ``skimage.data`` photograph or texture, resized to ``size``;
-3. 1 to 3 distractors: pieces cut from *other* source objects of the same split, coloured and
-   pasted anywhere; their longer side is 12-22 % of the image side (the object's is 35-75 %),
-   and they are pasted first, so the object covers them and they are never part of the mask;
+3. 1 to ``max_distractors`` (default 3) distractors: pieces cut from *other* source objects of
+   the same split, coloured and pasted anywhere; their longer side is 12-22 % of the image side
+   (the object's is 35-75 %), and they are pasted first, so the object covers them and they are
+   never part of the mask;
 4. the object: its tight crop is scaled so that its longer side is 35-75 % of the image side
    (aspect ratio jittered by up to +-20 %), given a random colour whose luminance contrasts with
    the background under it, and alpha-blended at a random position, fully inside the image.
@@ -31,7 +32,8 @@ Sample format (:func:`generate`), for ``n`` samples of side ``size`` (32..224):
   :mod:`masksal.types`);
 * ``masks``: ``(n, size, size)`` uint8, 1 = object, 0 = background (never empty);
 * with ``return_sources=True`` also ``sources`` ``(n,)`` int64, the global source id of the
-  object, and ``distractor_sources`` ``(n, 3)`` int64, those of the distractors (-1 = none);
+  object, and ``distractor_sources`` ``(n, max_distractors)`` int64, those of the distractors
+  (-1 = none);
   global ids are defined in :mod:`masksal.data.sources`.
 
 :class:`BenchmarkDataset` wraps these arrays as a ``torch.utils.data.Dataset`` whose items are
@@ -75,17 +77,17 @@ CLASS_NAMES: tuple[str, ...] = DIGIT_NAMES + ANIMAL_NAMES
 MIN_SIZE = 32
 MAX_SIZE = 224
 # Bumped whenever the rendering changes, so cached arrays of an older generator are not reused.
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 
 OBJECT_SIDE = (0.35, 0.75)
 ASPECT_JITTER = 0.2
 DISTRACTOR_SIDE = (0.12, 0.22)
-DISTRACTOR_COUNT = (1, 3)
 DISTRACTOR_PIECE = (0.35, 0.6)
-MAX_DISTRACTORS = DISTRACTOR_COUNT[1]
+MAX_DISTRACTORS = 3
 # Minimum luminance difference (0..255) between a pasted shape's colour and the background.
 MIN_CONTRAST = 80.0
 _FAMILY_NAMES = {"digits": DIGIT_NAMES, "animals": ANIMAL_NAMES}
+_CROSS = cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
 
@@ -170,11 +172,16 @@ def _paste(image: np.ndarray, alpha: np.ndarray, x: int, y: int, rng: np.random.
 
 def _distractor_piece(rng: np.random.Generator, glyph: np.ndarray) -> np.ndarray:
     gh, gw = glyph.shape
-    ys, xs = np.nonzero(glyph > 127)
-    if ys.size == 0:
-        ys, xs = np.nonzero(glyph)
-    k = int(rng.integers(ys.size)) if ys.size else 0
-    cy, cx = (int(ys[k]), int(xs[k])) if ys.size else (gh // 2, gw // 2)
+    inside = (glyph > 127).astype(np.uint8)
+    # Centre the piece on the shape's outline so that it shows a contour, not a flat patch of a
+    # filled silhouette.
+    outline = inside > cv2.erode(inside, _CROSS, borderValue=0)
+    ys, xs = np.nonzero(outline)
+    if ys.size:
+        k = int(rng.integers(ys.size))
+        cy, cx = int(ys[k]), int(xs[k])
+    else:
+        cy, cx = gh // 2, gw // 2
     ph = max(2, round(gh * rng.uniform(*DISTRACTOR_PIECE)))
     pw = max(2, round(gw * rng.uniform(*DISTRACTOR_PIECE)))
     y0 = min(max(cy - ph // 2, 0), max(gh - ph, 0))
@@ -189,6 +196,7 @@ def _render(
     size: int,
     classes: tuple[tuple[ObjectSource, int], ...],
     pyramids: tuple[tuple[np.ndarray, ...], ...],
+    max_distractors: int,
     image_out: np.ndarray,
     mask_out: np.ndarray,
 ) -> tuple[int, np.ndarray, int, list[int]]:
@@ -203,7 +211,7 @@ def _render(
     image = _background(rng, size, pyramids)
 
     distractor_ids: list[int] = []
-    for _ in range(int(rng.integers(DISTRACTOR_COUNT[0], DISTRACTOR_COUNT[1] + 1))):
+    for _ in range(int(rng.integers(min(1, max_distractors), max_distractors + 1))):
         other, other_cls = classes[int(rng.integers(len(classes)))]
         other_pool = other.pools[split][other_cls]
         other_pos = int(other_pool[rng.integers(other_pool.size)])
@@ -248,6 +256,7 @@ def generate(
     families: Sequence[str] = FAMILIES,
     start: int = 0,
     return_sources: bool = False,
+    max_distractors: int = MAX_DISTRACTORS,
 ) -> dict[str, np.ndarray]:
     """Generate samples ``start .. start + n - 1`` of ``split``.
 
@@ -262,19 +271,22 @@ def generate(
         families: subset of ``("digits", "animals")``; labels follow :func:`class_names`.
         start: index of the first sample (>= 0).
         return_sources: also return ``sources`` and ``distractor_sources`` (global source ids).
+        max_distractors: each image gets 1 to this many distractors (0: none).
 
     Returns:
         ``images`` ``(n, size, size, 3)`` uint8; ``labels`` ``(n,)`` int64; ``boxes`` ``(n, 4)``
         float32 inclusive ``(x0, y0, x1, y1)``; ``masks`` ``(n, size, size)`` uint8 in {0, 1};
-        optionally ``sources`` ``(n,)`` int64 and ``distractor_sources`` ``(n, 3)`` int64.
+        optionally ``sources`` ``(n,)`` int64 and ``distractor_sources``
+        ``(n, max_distractors)`` int64.
 
     Raises:
-        ValueError: bad split, size, family, ``n``, ``start`` or ``seed``.
+        ValueError: bad split, size, family, ``n``, ``start``, ``seed`` or ``max_distractors``.
         ImportError: the animals family is asked for but animal-mnist is not installed.
     """
     fams = _check_args(split, size, families)
-    if n < 0 or start < 0 or seed < 0:
-        raise ValueError(f"n, start and seed must be >= 0, got n={n}, start={start}, seed={seed}")
+    if n < 0 or start < 0 or seed < 0 or max_distractors < 0:
+        raise ValueError(f"n, start, seed and max_distractors must be >= 0, got n={n}, start={start}, "
+                         f"seed={seed}, max_distractors={max_distractors}")
     size = int(size)
     classes = tuple((src, c) for src in map(object_source, fams) for c in range(len(src.pools[split])))
     pyramids = load_backgrounds()
@@ -285,10 +297,10 @@ def generate(
         "masks": np.empty((n, size, size), dtype=np.uint8),
     }
     sources = np.empty(n, dtype=np.int64)
-    distractors = np.full((n, MAX_DISTRACTORS), -1, dtype=np.int64)
+    distractors = np.full((n, max_distractors), -1, dtype=np.int64)
     for i in range(n):
         label, box, object_id, distractor_ids = _render(
-            seed, split, start + i, size, classes, pyramids, out["images"][i], out["masks"][i]
+            seed, split, start + i, size, classes, pyramids, max_distractors, out["images"][i], out["masks"][i]
         )
         out["labels"][i] = label
         out["boxes"][i] = box
@@ -328,8 +340,9 @@ class BenchmarkDataset(Dataset[dict[str, Any]]):
         families: subset of ``("digits", "animals")``.
         examples_per_class: if given, keep exactly this many samples of each class: the first
             ones in generator order (``len = examples_per_class * num_classes``).
-        cache_dir: if given, the arrays are cached there as ``.npz``, keyed by all the above and
-            the generator version, and reused by later constructions.
+        cache_dir: if given, the arrays are cached there as ``.npz``, keyed by all the
+            parameters and the generator version, and reused by later constructions.
+        max_distractors: each image gets 1 to this many distractors (0: none).
 
     Attributes:
         classes: class names in label order; ``num_classes`` their number.
@@ -346,10 +359,13 @@ class BenchmarkDataset(Dataset[dict[str, Any]]):
         families: Sequence[str] = FAMILIES,
         examples_per_class: int | None = None,
         cache_dir: str | Path | None = None,
+        max_distractors: int = MAX_DISTRACTORS,
     ) -> None:
         fams = _check_args(split, size, families)
         if examples_per_class is not None and examples_per_class < 1:
             raise ValueError(f"examples_per_class must be >= 1, got {examples_per_class}")
+        if max_distractors < 0:
+            raise ValueError(f"max_distractors must be >= 0, got {max_distractors}")
         self.split = split
         self.size = int(size)
         self.seed = seed
@@ -357,6 +373,7 @@ class BenchmarkDataset(Dataset[dict[str, Any]]):
         self.classes: tuple[str, ...] = class_names(fams)
         self.num_classes = len(self.classes)
         self.examples_per_class = examples_per_class
+        self.max_distractors = max_distractors
         self.n = n if examples_per_class is None else examples_per_class * self.num_classes
 
         arrays: dict[str, np.ndarray] | None = None
@@ -378,13 +395,14 @@ class BenchmarkDataset(Dataset[dict[str, Any]]):
 
     def _cache_key(self, n: int) -> str:
         params = (f"v{GENERATOR_VERSION}-{self.split}-n{n}-s{self.size}-seed{self.seed}-"
-                  f"{'+'.join(self.families)}-k{self.examples_per_class}")
+                  f"{'+'.join(self.families)}-k{self.examples_per_class}-d{self.max_distractors}")
         return params + "-" + hashlib.sha1(params.encode()).hexdigest()[:8]
 
     def _build(self, n: int) -> dict[str, np.ndarray]:
         k = self.examples_per_class
         if k is None:
-            out = generate(self.split, n, self.size, self.seed, self.families)
+            out = generate(self.split, n, self.size, self.seed, self.families,
+                           max_distractors=self.max_distractors)
             out["indices"] = np.arange(n, dtype=np.int64)
             return out
         # Generate in generator order until every class has k samples, then keep the first k.
@@ -392,7 +410,8 @@ class BenchmarkDataset(Dataset[dict[str, Any]]):
         counts = np.zeros(self.num_classes, dtype=np.int64)
         start = 0
         while counts.min() < k:
-            chunk = generate(self.split, k * self.num_classes, self.size, self.seed, self.families, start)
+            chunk = generate(self.split, k * self.num_classes, self.size, self.seed, self.families, start,
+                             max_distractors=self.max_distractors)
             chunk["indices"] = np.arange(start, start + k * self.num_classes, dtype=np.int64)
             counts += np.bincount(chunk["labels"], minlength=self.num_classes)
             chunks.append(chunk)

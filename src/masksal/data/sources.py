@@ -191,16 +191,17 @@ _CROP_THRESHOLD = 48
 
 
 def _tight_crops(images: np.ndarray) -> tuple[np.ndarray, ...]:
-    crops = []
-    for img in images:
-        ys, xs = np.nonzero(img > _CROP_THRESHOLD)
-        if ys.size == 0:
-            ys, xs = np.nonzero(img)
-        if ys.size == 0:
-            crops.append(img)
-            continue
-        crops.append(np.ascontiguousarray(img[ys.min(): ys.max() + 1, xs.min(): xs.max() + 1]))
-    return tuple(crops)
+    visible: np.ndarray = np.greater(images, _CROP_THRESHOLD)
+    rows = np.any(visible, axis=2)
+    cols = np.any(visible, axis=1)
+    last = images.shape[1] - 1
+    y0, y1 = rows.argmax(1), last - rows[:, ::-1].argmax(1)
+    x0, x1 = cols.argmax(1), last - cols[:, ::-1].argmax(1)
+    # An image with nothing above the threshold keeps its full frame.
+    empty = ~rows.any(1)
+    y0[empty], x0[empty], y1[empty], x1[empty] = 0, 0, last, last
+    return tuple(np.ascontiguousarray(img[a: b + 1, c: d + 1])
+                 for img, a, b, c, d in zip(images, y0, y1, x0, x1, strict=True))
 
 
 @lru_cache(maxsize=2)
