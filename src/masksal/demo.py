@@ -129,7 +129,7 @@ def run_demo(out: str | Path = "runs/demo", quick: bool = False, mode: str = "fi
 
 def write_demo_report(out: Path, masker: Any, test_ds: Any, metrics: dict[str, Any], n_images: int = 24) -> Path:
     """report.html: metrics table, training curves, and a grid of test images with their maps."""
-    from masksal.metrics.localization import box_from_map
+    from masksal.metrics.boxes import binarize, largest_component_boxes
     from masksal.report import Report, colorize, draw_boxes, overlay, upscale
     from masksal.report.plots import training_curves
 
@@ -151,12 +151,13 @@ def write_demo_report(out: Path, masker: Any, test_ds: Any, metrics: dict[str, A
                   note=True)
     batch = collate([test_ds[i] for i in range(min(n_images, len(test_ds)))])
     maps = masker.explain(batch.images).cpu().numpy()
+    pred_boxes = largest_component_boxes(binarize(maps.astype(np.float64), "mean"))
     cells = []
     f = 2
     for i in range(len(batch)):
         img = batch.images[i].permute(1, 2, 0).numpy()
         gt = batch.boxes[i].numpy()
-        box = box_from_map(maps[i])
+        box = pred_boxes[i]
         cells += [
             (upscale(draw_boxes((img * 255).astype(np.uint8), gt), f), f"{batch.ids[i]}"),
             (upscale(colorize(maps[i], "gray"), f), f"mask mean {maps[i].mean():.2f}"),
