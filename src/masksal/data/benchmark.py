@@ -77,7 +77,7 @@ CLASS_NAMES: tuple[str, ...] = DIGIT_NAMES + ANIMAL_NAMES
 MIN_SIZE = 32
 MAX_SIZE = 224
 # Bumped whenever the rendering changes, so cached arrays of an older generator are not reused.
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3
 
 OBJECT_SIDE = (0.35, 0.75)
 ASPECT_JITTER = 0.2
@@ -132,15 +132,16 @@ def _background(rng: np.random.Generator, size: int, pyramids: tuple[tuple[np.nd
     crop = max(2, min(round(side / 2**level), min(image.shape[:2])))
     y = int(rng.integers(image.shape[0] - crop + 1))
     x = int(rng.integers(image.shape[1] - crop + 1))
-    patch = image[y: y + crop, x: x + crop]
+    # Flipping after the resize touches only size x size pixels.
+    out = _resize(image[y: y + crop, x: x + crop], size, size)
     flips = rng.random(2) < 0.5
     if flips[0]:
-        patch = patch[:, ::-1]
+        out = out[:, ::-1]
     if flips[1]:
-        patch = patch[::-1]
-    out = _resize(np.ascontiguousarray(patch), size, size).astype(np.float32)
-    out *= rng.uniform(0.7, 1.1, size=3).astype(np.float32)
-    return out
+        out = out[::-1]
+    result = np.ascontiguousarray(out, dtype=np.float32)
+    result *= rng.uniform(0.7, 1.1, size=3).astype(np.float32)
+    return result
 
 
 def _alpha(glyph: np.ndarray, width: int, height: int) -> np.ndarray:
