@@ -1,0 +1,259 @@
+"""MaxBoxAcc v1 / v2 (metrics/maxboxacc.py): hand-computed cases and the reference's conventions."""
+
+from __future__ import annotations
+
+import math
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from masksal.metrics import MaxBoxAccuracy, resize_maps
+from masksal.types import Batch
+
+
+def make_batch(boxes: list[list[list[float]]], size: int = 16) -> Batch:
+    n = len(boxes)
+    return Batch(images=torch.zeros(n, 3, size, size), labels=torch.zeros(n, dtype=torch.long),
+                 boxes=[torch.tensor(b, dtype=torch.float32).reshape(-1, 4) for b in boxes])
+
+
+def region_map(size: int, *regions: tuple[int, int, int, int], value: float = 1.0) -> torch.Tensor:
+    m = torch.zeros(size, size)
+    for x0, y0, x1, y1 in regions:
+        m[y0:y1 + 1, x0:x1 + 1] = value
+    return m
+
+
+def run(maps: torch.Tensor, batch: Batch, **kw: object) -> dict[str, float]:
+    metric = MaxBoxAccuracy(**kw)  # type: ignore[arg-type]
+    metric.update(maps, batch)
+    return metric.compute()
+
+
+def test_perfect_map_scores_100() -> None:
+    # Object pixels 4..9; the reference's box is (4, 4, 10, 10) (x + w, one pixel larger).
+    out = run(region_map(16, (4, 4, 9, 9))[None], make_batch([[[4, 4, 10, 10]]]))
+    assert out["maxboxacc"] == 100.0 and out["maxboxacc_v2"] == 100.0
+    assert out["maxboxacc_threshold"] == 0.0
+
+
+def test_predicted_box_is_one_pixel_larger_than_the_object() -> None:
+    # A 4x4 object 4..7 with its exact inclusive GT: the reference box (4, 4, 8, 8) has IoU 16/25 =
+    # 0.64, a hit at 0.3 and 0.5 but not at 0.7.
+    out = run(region_map(16, (4, 4, 7, 7))[None], make_batch([[[4, 4, 7, 7]]]))
+    assert out["maxboxacc_v2_iou50"] == 100.0
+    assert out["maxboxacc_v2_iou70"] == 0.0
+
+
+def test_box_is_clipped_at_the_image_border() -> None:
+    # Object at columns and rows 12..15 of 16: x + w = 16 is clipped to 15, so the box is exact.
+    out = run(region_map(16, (12, 12, 15, 15))[None], make_batch([[[12, 12, 15, 15]]]))
+    assert out["maxboxacc_v2_iou70"] == 100.0
+
+
+def test_hit_is_iou_at_least_delta() -> None:
+    # Object 0..9 x 0..4 -> box (0, 0, 10, 5): 66 pixels; GT (0, 0, 10, 10): 121 pixels, IoU 66/121 =
+    # 0.545; GT (0, 0, 10, 7) (88 px): 0.75. And IoU = 0.5 exactly counts (>=), unlike LE.
+    m = region_map(16, (0, 0, 9, 4))[None]
+    assert run(m, make_batch([[[0, 0, 10, 10]]]))["maxboxacc_v2_iou50"] == 100.0
+    assert run(m, make_batch([[[0, 0, 10, 10]]]))["maxboxacc_v2_iou70"] == 0.0
+    assert run(m, make_batch([[[0, 0, 10, 7]]]))["maxboxacc_v2_iou70"] == 100.0
+    # GT (0, 0, 10, 11): 132 pixels, IoU 66/132 = 0.5 exactly: a hit at 0.5.
+    assert run(m, make_batch([[[0, 0, 10, 11]]]))["maxboxacc"] == 100.0
+    # GT (0, 0, 10, 12): 143 pixels, IoU 0.4615: just below.
+    assert run(m, make_batch([[[0, 0, 10, 12]]]))["maxboxacc"] == 0.0
+    # 0.7 exactly: object 0..5 x 0..8 -> box (0, 0, 6, 9) = 7 x 10 = 70 px inside GT (0, 0, 9, 9).
+    m7 = region_map(16, (0, 0, 5, 8))[None]
+    assert run(m7, make_batch([[[0, 0, 9, 9]]]))["maxboxacc_v2_iou70"] == 100.0
+    # Just below 0.7: GT (0, 0, 9, 10) = 110 px, IoU 70/110 = 0.636.
+    assert run(m7, make_batch([[[0, 0, 9, 10]]]))["maxboxacc_v2_iou70"] == 0.0
+
+
+def test_constant_map_scores_the_fallback_box() -> None:
+    # Normalized to zeros: no contour at any threshold, box [0, 0, 0, 0] (1 pixel) still scored.
+    const = torch.full((1, 16, 16), 0.3)
+    assert run(const, make_batch([[[4, 4, 10, 10]]]))["maxboxacc_v2"] == 0.0
+    out = run(const, make_batch([[[0, 0, 0, 1]]]))  # IoU 1/2
+    assert out["maxboxacc_v2_iou30"] == 100.0 and out["maxboxacc_v2_iou50"] == 100.0
+    assert out["maxboxacc_v2_iou70"] == 0.0
+
+
+def test_nan_map_raises_by_default_or_scores_as_zero_map() -> None:
+    m = torch.full((1, 16, 16), float("nan"))
+    batch = make_batch([[[0, 0, 0, 1]]])
+    with pytest.raises(ValueError, match="NaN"):
+        run(m, batch)
+    assert run(m, batch, nan_maps="zero") == run(torch.zeros(1, 16, 16), batch)
+    m[0, 0, 0] = float("inf")
+    with pytest.raises(ValueError, match="inf"):
+        run(m, batch, nan_maps="zero")
+
+
+def test_v1_uses_the_largest_contour_v2_all_contours() -> None:
+    # A big blob off the object and a small blob on it, same value: v1 takes the big blob's box.
+    m = region_map(16, (0, 0, 7, 7), (12, 12, 13, 13))[None]
+    out = run(m, make_batch([[[12, 12, 14, 14]]]))
+    assert out["maxboxacc"] == 0.0
+    assert out["maxboxacc_v2_iou30"] == out["maxboxacc_v2_iou70"] == 100.0
+
+
+def test_v2_counts_hole_contours_as_candidate_boxes() -> None:
+    # A ring 2..13 with a hole 5..10. RETR_TREE gives the hole's border (pixels 4..11), box
+    # (4, 4, 12, 12): exactly the GT. The outer box (2, 2, 14, 14) has IoU 81/169 = 0.48.
+    ring = region_map(16, (2, 2, 13, 13))
+    ring[5:11, 5:11] = 0
+    out = run(ring[None], make_batch([[[4, 4, 12, 12]]]))
+    assert out["maxboxacc_v2_iou70"] == 100.0
+    assert out["maxboxacc"] == 0.0
+
+
+def test_several_ground_truth_boxes_best_pair_counts() -> None:
+    m = region_map(16, (4, 4, 9, 9))[None]
+    out = run(m, make_batch([[[0, 0, 1, 1], [4, 4, 10, 10]]]))
+    assert out["maxboxacc"] == 100.0 and out["maxboxacc_v2"] == 100.0
+
+
+def nested_map() -> torch.Tensor:
+    """0.5 on a 10x10 square (2..11), 1.0 on its 2x2 core (5..6): low thresholds see the square,
+    high thresholds (uint8 level >= 127) only the core."""
+    m = region_map(16, (2, 2, 11, 11), value=0.5)
+    m[5:7, 5:7] = 1.0
+    return m
+
+
+def test_one_threshold_for_the_whole_split() -> None:
+    # Image A's GT is the square (right at low thresholds), image B's the core (right at high
+    # thresholds): each image alone reaches 100 at its own threshold, but at any ONE threshold
+    # exactly one of them is right: 50.
+    maps = torch.stack([nested_map(), nested_map()])
+    out = run(maps, make_batch([[[2, 2, 12, 12]], [[5, 5, 7, 7]]]))
+    assert out["maxboxacc"] == 50.0 and out["maxboxacc_v2"] == 50.0
+    for gt in ([[2, 2, 12, 12]], [[5, 5, 7, 7]]):
+        assert run(nested_map()[None], make_batch([gt]))["maxboxacc"] == 100.0
+
+
+def test_threshold_chosen_on_validation_split_is_applied_to_test() -> None:
+    val, test = MaxBoxAccuracy(), MaxBoxAccuracy()
+    val.update(nested_map()[None], make_batch([[[2, 2, 12, 12]]]))
+    test.update(nested_map()[None], make_batch([[[5, 5, 7, 7]]]))
+    thresholds = val.best_thresholds()
+    assert thresholds["v1_iou50"] == 0.0  # the first threshold of the best (the square's) range
+    at_val = test.compute_at(thresholds)
+    assert at_val["boxacc"] == 0.0 and at_val["boxacc_v2"] == 0.0
+    assert test.compute()["maxboxacc"] == 100.0  # the oracle on the test split itself
+    # Level 127 = int(0.5 * 255): thresholds >= 0.5 see only the core.
+    assert test.compute_at(0.5)["boxacc"] == 100.0
+    assert test.compute_at(0.49)["boxacc"] == 0.0
+    with pytest.raises(ValueError):
+        test.compute_at(1.5)
+
+
+def test_thresholds_collapse_onto_uint8_levels_strictly() -> None:
+    metric = MaxBoxAccuracy()
+    assert len(metric.thresholds) == 1000 and metric.thresholds[-1] < 1.0
+    assert metric.levels[0] == metric.levels[3] == 0 and metric.levels[4] == 1  # 0.004 * 255 = 1.02
+    # A map whose object is at uint8 value 127 (0.5 * 255 = 127.5, truncated): foreground at
+    # threshold t is u8 > int(255 t), so the object vanishes from t = 127/255 on.
+    m = region_map(16, (4, 4, 9, 9), value=0.5)
+    m[0, 0] = 1.0  # normalization anchor, a 1-pixel distractor
+    metric.update(m[None], make_batch([[[4, 4, 10, 10]]]))
+    t, acc = metric.accuracy_curve(version=2, iou_threshold=0.5)
+    hit = acc == 100.0
+    assert hit[t < 127 / 255].all() and not hit[t >= 127 / 255].any()
+
+
+def test_ground_truth_outside_the_image_is_never_hit() -> None:
+    out = run(region_map(16, (0, 0, 15, 15))[None], make_batch([[[20, 20, 30, 30]]]))
+    assert out["maxboxacc_v2"] == 0.0
+
+
+def test_wrong_shape_and_missing_boxes_raise() -> None:
+    metric = MaxBoxAccuracy()
+    with pytest.raises(ValueError, match="do not match"):
+        metric.update(torch.zeros(1, 8, 8), make_batch([[[0, 0, 1, 1]]]))
+    with pytest.raises(ValueError, match="no ground-truth box"):
+        metric.update(torch.zeros(1, 16, 16), make_batch([[]]))
+    assert math.isnan(metric.compute()["maxboxacc"])
+
+
+def test_resize_maps_is_opencv_bicubic_and_identity_at_same_size() -> None:
+    rng = np.random.default_rng(0)
+    small = rng.random((2, 7, 7))
+    out = resize_maps(torch.from_numpy(small), (28, 28)).numpy()
+    assert out.shape == (2, 28, 28)
+    assert np.array_equal(out[1], cv2.resize(small[1], (28, 28), interpolation=cv2.INTER_CUBIC))
+    big = rng.random((1, 28, 28))
+    assert np.array_equal(resize_maps(torch.from_numpy(big), (28, 28)).numpy(), big)
+
+
+def boxes_of(contours: list[np.ndarray], h: int, w: int) -> list[list[int]]:
+    """(x, y, x + w, y + h) of each contour's bounding rectangle, clipped to the image."""
+    out = []
+    for c in contours:
+        x, y, bw, bh = cv2.boundingRect(c)
+        out.append([x, y, min(x + bw, w - 1), min(y + bh, h - 1)])
+    return out
+
+
+def reference_sweep(maps: np.ndarray, gts: list[np.ndarray], deltas: tuple[float, ...] = (0.3, 0.5, 0.7),
+                    step: float = 0.001) -> tuple[np.ndarray, np.ndarray]:
+    """Hit counts per (delta, threshold), one cv2 pass per threshold: the slow, literal procedure."""
+    grid = np.arange(0, 1, step)
+    hits1, hits2 = np.zeros((len(deltas), len(grid))), np.zeros((len(deltas), len(grid)))
+    for m, gt in zip(maps, gts, strict=True):
+        m = m.astype(np.float64)
+        m = np.zeros_like(m) if m.min() == m.max() else (m - m.min()) / (m - m.min()).max()
+        u8 = (m * 255).astype(np.uint8)
+        h, w = m.shape
+        for ti, t in enumerate(grid):
+            _, fg = cv2.threshold(u8, int(t * u8.max()), 255, cv2.THRESH_BINARY)
+            contours = cv2.findContours(fg, cv2.RETR_TREE, cv2.CHAIN_APPROX_SIMPLE)[-2]
+
+            if len(contours) == 0:
+                b1 = b2 = [[0, 0, 0, 0]]
+            else:
+                b1 = boxes_of([max(contours, key=cv2.contourArea)], h, w)
+                b2 = boxes_of(list(contours), h, w)
+            for boxes, hits in ((b1, hits1), (b2, hits2)):
+                best = 0.0
+                for p in boxes:
+                    for g in gt:
+                        iw = max(0, min(p[2], g[2]) - max(p[0], g[0]) + 1)
+                        ih = max(0, min(p[3], g[3]) - max(p[1], g[1]) + 1)
+                        union = (p[2] - p[0] + 1) * (p[3] - p[1] + 1) + (g[2] - g[0] + 1) * (g[3] - g[1] + 1) \
+                            - iw * ih
+                        best = max(best, iw * ih / union)
+                for di, d in enumerate(deltas):
+                    hits[di, ti] += best >= d
+    return hits1, hits2
+
+
+def test_vectorized_sweep_equals_the_per_threshold_procedure() -> None:
+    rng = np.random.default_rng(0)
+    size, n = 40, 5
+    maps = np.stack([cv2.resize(rng.random((5, 5)), (size, size), interpolation=cv2.INTER_CUBIC)
+                     for _ in range(n)])
+    maps[2] = rng.random((size, size))  # pixel noise: many contours, holes, ties in contour area
+    maps[3] = 0.25  # constant
+    gts = []
+    for _ in range(n):
+        k = int(rng.integers(1, 4))
+        x0, y0 = rng.integers(0, size - 8, (2, k))
+        x1, y1 = np.minimum(x0 + rng.integers(2, 20, k), size - 1), np.minimum(y0 + rng.integers(2, 20, k), size - 1)
+        gts.append(np.stack([x0, y0, x1, y1], 1).astype(np.float64))
+    hits1, hits2 = reference_sweep(maps, gts)
+    metric = MaxBoxAccuracy()
+    metric.update(torch.from_numpy(maps), make_batch([g.tolist() for g in gts], size=size))
+    state = metric.state_dict()
+    np.testing.assert_array_equal(state["hits_v1"][:, metric.levels], hits1)
+    np.testing.assert_array_equal(state["hits_v2"][:, metric.levels], hits2)
+    assert metric.compute()["maxboxacc_v2_iou30"] == pytest.approx(100 * hits2[0].max() / n)
+
+
+def test_coarser_threshold_grid() -> None:
+    metric = MaxBoxAccuracy(threshold_step=0.01)
+    assert len(metric.thresholds) == 100
+    metric.update(region_map(16, (4, 4, 9, 9))[None], make_batch([[[4, 4, 10, 10]]]))
+    assert metric.compute()["maxboxacc"] == 100.0
