@@ -131,6 +131,54 @@ def explain(
         raise typer.Exit(1)
 
 
+@app.command()
+def evaluate(
+    method: Annotated[str, typer.Argument(help="masker:CHECKPOINT, a checkpoint folder, or a method "
+                                          "name with options (gradcam, rise:n_masks=500, ...).")],
+    data: Annotated[str, typer.Option(help="benchmark, folder:DIR, imagenet:ROOT, cub:ROOT, "
+                                      "wsol:METADATA:IMAGES.")] = "benchmark",
+    classifier: Annotated[str | None, typer.Option(help="Classifier checkpoint (default: the masker's).")] = None,
+    split: Annotated[str, typer.Option(help="Split to evaluate.")] = "test",
+    val_split: Annotated[str | None, typer.Option(
+        help="Choose MaxBoxAcc thresholds on this split (no leakage); 'none' to skip.")] = "val",
+    n: Annotated[int, typer.Option(help="Images of the built-in benchmark per split.")] = 2000,
+    size: Annotated[int | None, typer.Option(help="Image size (default: the classifier's).")] = None,
+    limit: Annotated[int | None, typer.Option(help="Evaluate at most N images (quick look).")] = None,
+    metrics: Annotated[str, typer.Option(help="Comma-separated: le_om_f1, maxboxacc, pxap, sm, "
+                                         "deletion_insertion.")] = "le_om_f1,maxboxacc,pxap,sm,deletion_insertion",
+    batch_size: Annotated[int, typer.Option(help="Images per batch.")] = 64,
+    device: Annotated[str, typer.Option(help="cpu, cuda, ...")] = "cpu",
+    out: Annotated[Path | None, typer.Option(help="Write the results as JSON here.")] = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Evaluate a saliency method on a dataset: every metric, a table, and JSON."""
+    import json
+
+    from masksal.evaluation import evaluate as run_evaluation
+    from masksal.evaluation import format_table
+    from masksal.methods import build_loader, image_size_of, load_method, resolve_classifier
+
+    try:
+        clf = resolve_classifier(classifier, [method], device)
+        explainer = load_method(method, clf, device)
+        clf = getattr(explainer, "classifier", clf)  # a masker evaluates with its own classifier object
+        img = size or image_size_of(classifier, [method])
+        _, loader = build_loader(data, split, img, n, batch_size)
+        val_loader = None
+        if val_split and val_split != "none" and "maxboxacc" in metrics:
+            _, val_loader = build_loader(data, val_split, img, n, batch_size)
+        res = run_evaluation(explainer, clf, loader, metrics=[m.strip() for m in metrics.split(",") if m.strip()],
+                             limit=limit, val_loader=val_loader, progress=not quiet)
+    except USER_ERRORS as e:
+        _fail(str(e))
+    typer.echo(format_table(res))
+    if out is not None:
+        from masksal.checkpoint import write_json
+
+        write_json(out, json.loads(json.dumps(res, default=float)))
+        typer.echo(f"wrote {out}")
+
+
 @data_app.command("export")
 def data_export(
     out: Annotated[Path, typer.Option(help="Folder to write the wsolevaluation layout into.")],

@@ -11,6 +11,7 @@ from matplotlib import colormaps
 from PIL import Image, ImageDraw
 
 Box = Sequence[float]
+Boxes = Sequence[Box] | np.ndarray
 
 
 def to_uint8(image: np.ndarray) -> np.ndarray:
@@ -35,7 +36,7 @@ def overlay(image: np.ndarray, saliency: np.ndarray, alpha: float = 0.5, cmap: s
     return (img * (1 - alpha) + col * alpha + 0.5).astype(np.uint8)
 
 
-def draw_boxes(image: np.ndarray, boxes: Sequence[Box], colour: tuple[int, int, int] = (0, 255, 0),
+def draw_boxes(image: np.ndarray, boxes: Boxes, colour: tuple[int, int, int] = (0, 255, 0),
                width: int = 1) -> np.ndarray:
     """Draw inclusive-coordinate boxes ``(x0, y0, x1, y1)`` on a copy of ``image``."""
     pil = Image.fromarray(to_uint8(image))

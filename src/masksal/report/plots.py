@@ -34,9 +34,9 @@ def training_curves(log_path: str | Path) -> np.ndarray | None:
     steps = [r["step"] for r in rows]
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, 3.6), dpi=100)
     for key in sorted({k for r in rows for k in r}):
-        vals = [r.get(key) for r in rows]
-        if key in ("step", "time", "lr") or any(v is None for v in vals):
+        if key in ("step", "time", "lr") or any(key not in r for r in rows):
             continue
+        vals = [float(r[key]) for r in rows]
         if key.endswith("accuracy"):
             b.plot(steps, vals, label=key)
         elif key == "mask_mean":
