@@ -150,25 +150,31 @@ class MaxBoxAccuracy(Metric):
         # L < values[0] (every pixel), segment len(values) is L >= max (empty).
         seg_of_level = np.searchsorted(values, np.arange(NUM_LEVELS), side="right")
         segs = np.unique(seg_of_level[self._used_levels])
-        boxes, first, largest = [], [], []
-        n_boxes = 0
-        for j in segs:
+        contours: list[np.ndarray] = []
+        n_per_seg = np.zeros(len(segs), dtype=np.int64)
+        for s, j in enumerate(segs):
             if j == len(values):
-                b, k = np.zeros((1, 4), dtype=np.int64), 0
-            else:
-                fg = u8 > values[j - 1] if j > 0 else np.ones_like(u8, dtype=bool)
-                b, k = _contour_boxes(fg.view(np.uint8), h, w)
-            boxes.append(b)
-            first.append(n_boxes)
-            largest.append(n_boxes + k)
-            n_boxes += len(b)
-        all_boxes = np.concatenate(boxes)
-        if len(gt_c):
-            best = box_iou(all_boxes, gt_c).max(axis=1)
-        else:
-            best = np.zeros(len(all_boxes))
-        v2_seg = np.maximum.reduceat(best, np.asarray(first))
-        v1_seg = best[np.asarray(largest)]
+                continue  # empty foreground: no contour
+            fg = u8 > values[j - 1] if j > 0 else np.ones_like(u8, dtype=bool)
+            found = cv2.findContours(fg.view(np.uint8), cv2.RETR_TREE, cv2.CHAIN_APPROX_SIMPLE)[-2]
+            contours.extend(found)
+            n_per_seg[s] = len(found)
+        # A level without contour scores the reference's fallback box [0, 0, 0, 0].
+        fallback = float(box_iou(np.zeros((1, 4)), gt_c).max()) if len(gt_c) else 0.0
+        v1_seg, v2_seg = np.full(len(segs), fallback), np.full(len(segs), fallback)
+        if contours:
+            # All contours of all levels at once: one vectorized pass instead of one per level.
+            boxes, area2 = _contour_geometry(contours, h, w)
+            best = box_iou(boxes, gt_c).max(axis=1) if len(gt_c) else np.zeros(len(boxes))
+            has = n_per_seg > 0
+            starts = np.zeros(int(has.sum()), dtype=np.int64)
+            starts[1:] = np.cumsum(n_per_seg[has])[:-1]
+            v2_seg[has] = np.maximum.reduceat(best, starts)
+            # v1: the first contour of largest area within each level (max(..., key=contourArea)).
+            seg_id = np.repeat(np.arange(len(starts)), n_per_seg[has])
+            tops = np.flatnonzero(area2 == np.maximum.reduceat(area2, starts)[seg_id])
+            _, first = np.unique(seg_id[tops], return_index=True)
+            v1_seg[has] = best[tops[first]]
         pos = np.clip(np.searchsorted(segs, seg_of_level), 0, len(segs) - 1)
         v1, v2 = np.zeros(NUM_LEVELS), np.zeros(NUM_LEVELS)
         used = self._used_levels
@@ -265,32 +271,29 @@ class MaxBoxAccuracy(Metric):
         return out
 
 
-def _contour_boxes(fg: np.ndarray, h: int, w: int) -> tuple[np.ndarray, int]:
-    """Boxes of every contour of a binary map, and the index of the largest contour.
+def _contour_geometry(contours: list[np.ndarray], h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+    """Boxes and twice the polygon areas of cv2 contours, vectorized over the contours.
 
     Args:
-        fg: ``(H, W)`` uint8, non-zero = foreground.
+        contours: ``cv2.findContours`` output, arrays ``(n_i, 1, 2)`` of int32 ``(x, y)`` points.
+        h, w: image size.
 
     Returns:
-        ``(boxes (n, 4) int64, index of the contour of largest cv2.contourArea)``; no contour
-        gives ``[[0, 0, 0, 0]]`` and 0.
+        ``(boxes (N, 4) int64, area2 (N,) int64)``: ``(x, y, x + w, y + h)`` of each contour's
+        bounding rectangle clipped to the image, and ``2 * cv2.contourArea``.
     """
-    contours = cv2.findContours(fg, cv2.RETR_TREE, cv2.CHAIN_APPROX_SIMPLE)[-2]
-    if len(contours) == 0:
-        return np.zeros((1, 4), dtype=np.int64), 0
     lens = np.fromiter((len(c) for c in contours), dtype=np.int64, count=len(contours))
     pts = np.concatenate(contours).reshape(-1, 2).astype(np.int64)
     starts = np.zeros(len(lens), dtype=np.int64)
     starts[1:] = np.cumsum(lens)[:-1]
-    # Vectorized over contours instead of one cv2.boundingRect / cv2.contourArea call each:
     # boundingRect of a point set is (min, min, max - min + 1, max - min + 1).
     lo = np.minimum.reduceat(pts, starts, axis=0)
     hi = np.maximum.reduceat(pts, starts, axis=0)
     boxes = np.stack([lo[:, 0], lo[:, 1], np.minimum(hi[:, 0] + 1, w - 1), np.minimum(hi[:, 1] + 1, h - 1)], 1)
-    # Twice the polygon area by the shoelace formula, the sum cv2.contourArea evaluates (exact
-    # in integers, so ties, resolved to the first contour, match max(contours, key=contourArea)).
+    # The shoelace sum cv2.contourArea evaluates, exact in integers, so ties (resolved to the first
+    # contour) match max(contours, key=cv2.contourArea).
     nxt = np.arange(1, len(pts) + 1)
     nxt[starts + lens - 1] = starts
     x, y = pts[:, 0], pts[:, 1]
     area2 = np.abs(np.add.reduceat(x * y[nxt] - x[nxt] * y, starts))
-    return boxes, int(np.argmax(area2))
+    return boxes, area2
