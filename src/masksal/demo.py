@@ -31,6 +31,7 @@ class DemoPlan:
     n_test: int
     classifier_epochs: int
     masker_steps: int
+    overrides: tuple[str, ...] = ()
 
 
 FULL = DemoPlan(n_train=40000, n_test=2000, classifier_epochs=5, masker_steps=1300)
@@ -50,6 +51,7 @@ def demo_config(plan: DemoPlan, mode: str, out: Path) -> ExperimentConfig:
         # Gated area weight and TV for 64 px images (see README, "Choosing the demo's settings").
         "objectives.area_out_weight=30",
         "objectives.tv_weight=0.01",
+        *plan.overrides,
     ])
 
 
@@ -63,13 +65,16 @@ def _stage_done(ckpt: Path, steps: int | None = None) -> bool:
 
 
 def run_demo(out: str | Path = "runs/demo", quick: bool = False, mode: str = "fix", progress: bool = True,
-             log: Any = print) -> dict[str, Any]:
-    """Run (or finish) the demo in ``out``; returns the metrics written to ``metrics.json``."""
+             log: Any = print, plan: DemoPlan | None = None) -> dict[str, Any]:
+    """Run (or finish) the demo in ``out``; returns the metrics written to ``metrics.json``.
+
+    ``plan`` overrides the sizes of the full (or ``quick``) demo.
+    """
     from masksal.evaluation import evaluate
     from masksal.explainers import create_explainer
 
     out = Path(out)
-    plan = QUICK if quick else FULL
+    plan = plan or (QUICK if quick else FULL)
     cfg = demo_config(plan, mode, out)
     t0 = time.time()
     timings: dict[str, float] = {}
@@ -112,6 +117,8 @@ def run_demo(out: str | Path = "runs/demo", quick: bool = False, mode: str = "fi
         "classifier_test_accuracy": clf_acc,
         "mode": mode,
         "quick": quick,
+        "plan": {"n_train": plan.n_train, "n_test": plan.n_test, "classifier_epochs": plan.classifier_epochs,
+                 "masker_steps": plan.masker_steps},
         "masker": results["masker"],
         "centre_baseline": results["centre"],
         "masker_LE": results["masker"]["le"],

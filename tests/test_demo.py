@@ -1,0 +1,25 @@
+"""The demo pipeline end to end on a tiny plan: outputs, caching, report."""
+
+import json
+
+from masksal.demo import DemoPlan, run_demo
+
+TINY = DemoPlan(n_train=100, n_test=48, classifier_epochs=1, masker_steps=4, overrides=(
+    "data.image_size=32", "data.families=[digits]", "data.n_val=16", "classifier.kwargs={width: 8}",
+    "classifier_train.batch_size=25", "train.batch_size=8", "masker.hidden=8"))
+
+
+def test_demo_writes_metrics_and_report_and_reuses_its_cache(tmp_path):
+    lines: list[str] = []
+    m = run_demo(tmp_path, plan=TINY, progress=False, log=lines.append)
+    saved = json.loads((tmp_path / "metrics.json").read_text())
+    for key in ("classifier_test_accuracy", "masker_LE", "centre_LE"):
+        assert key in saved and 0 <= saved[key] <= 100
+    assert saved["masker"]["images"] == 48 and saved["centre_baseline"]["images"] == 48
+    html = (tmp_path / "report.html").read_text()
+    assert html.count("<img") >= 16 * 3  # image, mask and box-from-mask panels for >= 16 test images
+    assert any(str((tmp_path / "report.html").resolve()) in x for x in lines)
+    lines.clear()
+    again = run_demo(tmp_path, plan=TINY, progress=False, log=lines.append)
+    assert any("classifier: reusing" in x for x in lines) and any("masker: reusing" in x for x in lines)
+    assert again["masker_LE"] == m["masker_LE"]
