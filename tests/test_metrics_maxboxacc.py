@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from masksal.metrics import MaxBoxAccuracy, resize_maps
+from masksal.metrics import LocalizationError, MaxBoxAccuracy, resize_maps
 from masksal.types import Batch
 
 
@@ -69,6 +69,18 @@ def test_hit_is_iou_at_least_delta() -> None:
     assert run(m7, make_batch([[[0, 0, 9, 9]]]))["maxboxacc_v2_iou70"] == 100.0
     # Just below 0.7: GT (0, 0, 9, 10) = 110 px, IoU 70/110 = 0.636.
     assert run(m7, make_batch([[[0, 0, 9, 10]]]))["maxboxacc_v2_iou70"] == 0.0
+
+
+def test_le_is_strict_and_maxboxacc_is_not_on_the_same_box() -> None:
+    # Object at columns 6..15, rows 11..15 of a 16 x 16 image: touching the border, so the
+    # reference's box is clipped back to the object, (6, 11, 15, 15), 50 pixels, for both
+    # metrics. GT (6, 6, 15, 15) has 100 pixels: IoU = 0.5 exactly.
+    m = region_map(16, (6, 11, 15, 15))[None]
+    batch = make_batch([[[6, 6, 15, 15]]])
+    assert run(m, batch)["maxboxacc"] == 100.0  # IoU >= 0.5
+    le = LocalizationError()
+    le.update(m, batch)
+    assert le.compute()["le"] == 100.0  # IoU > 0.5 fails
 
 
 def test_constant_map_scores_the_fallback_box() -> None:

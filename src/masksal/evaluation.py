@@ -59,8 +59,9 @@ def _take(batch: Batch, n: int) -> Batch:
 
 
 def _total(loader: Iterable[Batch], limit: int | None) -> int | None:
-    try:
-        n = len(loader.dataset)  # type: ignore[attr-defined]
+    n: int | None
+    try:  # the sampler's length is this process's shard under a DistributedSampler
+        n = len(loader.sampler)  # type: ignore[attr-defined]
     except (AttributeError, TypeError):
         n = None
     if limit is not None:
