@@ -19,6 +19,14 @@ ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML exp
 SetOpt = Annotated[list[str] | None, typer.Option("--set", "-s", help="Override: section.key=value (repeatable).")]
 ResumeOpt = Annotated[bool, typer.Option("--resume", help="Continue an interrupted run in --out.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
+TrainDeviceOpt = Annotated[str | None, typer.Option(
+    help="auto, cpu, cuda, cuda:1 (sets train.device); under torchrun each process takes cuda:LOCAL_RANK.")]
+AmpOpt = Annotated[str, typer.Option(
+    help="Mixed precision: auto (bf16, or fp16 with loss scaling, on a GPU; off on CPU), off, bf16, fp16.")]
+CompileOpt = Annotated[bool, typer.Option("--compile/--no-compile", help="torch.compile the networks.")]
+SyncBnOpt = Annotated[bool, typer.Option(
+    "--sync-batchnorm/--no-sync-batchnorm",
+    help="Under torchrun: BatchNorm statistics over the global batch, as in a single-process run.")]
 
 
 def _fail(msg: str, code: int = 2) -> None:
@@ -55,20 +63,33 @@ def train_classifier_cmd(
     config: ConfigOpt = None,
     set_: SetOpt = None,
     resume: ResumeOpt = False,
+    device: TrainDeviceOpt = None,
+    amp: AmpOpt = "auto",
+    compile_: CompileOpt = False,
+    sync_batchnorm: SyncBnOpt = True,
     quiet: QuietOpt = False,
 ) -> None:
-    """Train a classifier on the configured dataset (default: the built-in benchmark)."""
+    """Train a classifier on the configured dataset (default: the built-in benchmark).
+
+    Data parallel under torchrun: torchrun --nproc-per-node N -m masksal train-classifier ...
+    """
     from masksal.config import load_config
+    from masksal.distributed import RunOptions, is_main_process, torchrun_session
     from masksal.training import train_classifier
 
+    overrides = list(set_ or []) + ([f"train.device={device}"] if device else [])
     try:
-        cfg = load_config(config, set_ or [])
-        res = train_classifier(cfg, out, resume=resume, progress=not quiet)
+        cfg = load_config(config, overrides)
+        run = RunOptions(amp=amp, compile=compile_, sync_batchnorm=sync_batchnorm)
+        with torchrun_session(cfg.train.device):
+            main = is_main_process()
+            res = train_classifier(cfg, out, resume=resume, progress=not quiet, run=run)
     except KeyboardInterrupt:
         _interrupted(out)
     except USER_ERRORS as e:
         _fail(str(e))
-    typer.echo(f"test accuracy {res['test_accuracy']:.2f}% after {res['steps']} steps; checkpoint: {out}")
+    if main:
+        typer.echo(f"test accuracy {res['test_accuracy']:.2f}% after {res['steps']} steps; checkpoint: {out}")
 
 
 @app.command()
@@ -81,10 +102,18 @@ def train(
     examples_per_class: Annotated[int | None, typer.Option(
         "--examples-per-class", help="Few-shot: train on K images per class.")] = None,
     resume: ResumeOpt = False,
+    device: TrainDeviceOpt = None,
+    amp: AmpOpt = "auto",
+    compile_: CompileOpt = False,
+    sync_batchnorm: SyncBnOpt = True,
     quiet: QuietOpt = False,
 ) -> None:
-    """Train a masker for a trained classifier."""
+    """Train a masker for a trained classifier.
+
+    Data parallel under torchrun: torchrun --nproc-per-node N -m masksal train ...
+    """
     from masksal.config import load_config
+    from masksal.distributed import RunOptions, is_main_process, torchrun_session
     from masksal.training import train_masker
 
     overrides = list(set_ or [])
@@ -92,14 +121,20 @@ def train(
         overrides.append(f"classifier.weights={classifier}")
     if examples_per_class is not None:
         overrides.append(f"data.examples_per_class={examples_per_class}")
+    if device is not None:
+        overrides.append(f"train.device={device}")
     try:
         cfg = load_config(config, overrides)
-        res = train_masker(cfg, out, resume=resume, progress=not quiet)
+        run = RunOptions(amp=amp, compile=compile_, sync_batchnorm=sync_batchnorm)
+        with torchrun_session(cfg.train.device):
+            main = is_main_process()
+            res = train_masker(cfg, out, resume=resume, progress=not quiet, run=run)
     except KeyboardInterrupt:
         _interrupted(out)
     except USER_ERRORS as e:
         _fail(str(e))
-    typer.echo(f"trained {res['steps']} steps in {res['seconds']:.0f} s; checkpoint: {out}")
+    if main:
+        typer.echo(f"trained {res['steps']} steps in {res['seconds']:.0f} s; checkpoint: {out}")
 
 
 @app.command()
@@ -151,32 +186,100 @@ def evaluate(
     out: Annotated[Path | None, typer.Option(help="Write the results as JSON here.")] = None,
     quiet: QuietOpt = False,
 ) -> None:
-    """Evaluate a saliency method on a dataset: every metric, a table, and JSON."""
+    """Evaluate a saliency method on a dataset: every metric, a table, and JSON.
+
+    Sharded under torchrun (torchrun --nproc-per-node N -m masksal evaluate ...): each process
+    explains its part of the split, the metrics are summed, rank 0 prints and writes the result.
+    """
     import json
 
-    from masksal.evaluation import evaluate as run_evaluation
+    from masksal.distributed import evaluate_sharded, is_main_process, process_device, torchrun_session
     from masksal.evaluation import format_table
     from masksal.methods import build_loader, image_size_of, load_method, resolve_classifier
 
     try:
-        clf = resolve_classifier(classifier, [method], device)
-        explainer = load_method(method, clf, device)
-        clf = getattr(explainer, "classifier", clf)  # a masker evaluates with its own classifier object
-        img = size or image_size_of(classifier, [method])
-        _, loader = build_loader(data, split, img, n, batch_size)
-        val_loader = None
-        if val_split and val_split != "none" and "maxboxacc" in metrics:
-            _, val_loader = build_loader(data, val_split, img, n, batch_size)
-        res = run_evaluation(explainer, clf, loader, metrics=[m.strip() for m in metrics.split(",") if m.strip()],
-                             limit=limit, val_loader=val_loader, progress=not quiet)
+        with torchrun_session(device):
+            main = is_main_process()
+            dev = process_device(device)
+            clf = resolve_classifier(classifier, [method], dev)
+            explainer = load_method(method, clf, dev)
+            clf = getattr(explainer, "classifier", clf)  # a masker evaluates with its own classifier object
+            img = size or image_size_of(classifier, [method])
+            ds, _ = build_loader(data, split, img, n, batch_size)
+            val_ds = None
+            if val_split and val_split != "none" and "maxboxacc" in metrics:
+                val_ds, _ = build_loader(data, val_split, img, n, batch_size)
+            res = evaluate_sharded(explainer, clf, ds, batch_size=batch_size, val_dataset=val_ds, limit=limit,
+                                   progress=not quiet,
+                                   metrics=[m.strip() for m in metrics.split(",") if m.strip()])
     except USER_ERRORS as e:
         _fail(str(e))
+    if not main:
+        return
     typer.echo(format_table(res))
     if out is not None:
         from masksal.checkpoint import write_json
 
         write_json(out, json.loads(json.dumps(res, default=float)))
         typer.echo(f"wrote {out}")
+
+
+@app.command()
+def benchmark(
+    methods: Annotated[str, typer.Option(help="Comma-separated method specs: masker:CKPT, gradcam, "
+                                         "'rise:n_masks=4000', ep, ... (options after ':', split by ';' "
+                                         "when several).")],
+    classifier: Annotated[str | None, typer.Option(help="Classifier checkpoint (default: the first masker's).")] = None,
+    data: Annotated[str, typer.Option(help="benchmark or a dataset spec (see evaluate).")] = "benchmark",
+    split: Annotated[str, typer.Option(help="Split to evaluate.")] = "test",
+    n: Annotated[int, typer.Option(help="Images of the built-in benchmark.")] = 2000,
+    limit: Annotated[int | None, typer.Option(help="Evaluate at most N images per method.")] = None,
+    metrics: Annotated[str, typer.Option(help="Comma-separated metric names.")] = "le_om_f1,maxboxacc,pxap,sm",
+    batch_size: Annotated[int, typer.Option(help="Images per batch.")] = 64,
+    device: Annotated[str, typer.Option(help="cpu, cuda, ...")] = "cpu",
+    out: Annotated[Path, typer.Option(help="Output folder.")] = Path("runs/benchmark"),
+    quiet: QuietOpt = False,
+) -> None:
+    """Compare saliency methods on one classifier and dataset: quality and speed in one table."""
+    import platform
+
+    import torch
+
+    from masksal.benchmarking import run_benchmark, side_by_side, speed_table, write_outputs
+    from masksal.evaluation import format_table
+    from masksal.methods import (
+        build_loader,
+        check_classes,
+        image_size_of,
+        load_method,
+        reference_checkpoint,
+        resolve_classifier,
+    )
+    from masksal.types import collate
+
+    specs = [m.strip() for m in methods.split(",") if m.strip()]
+    specs = [m.replace(";", ",") for m in specs]
+    try:
+        clf = resolve_classifier(classifier, specs, device)
+        loaded = [(spec, load_method(spec, clf, device)) for spec in specs]
+        size = image_size_of(classifier, specs)
+        ds, loader = build_loader(data, split, size, n, batch_size, reference=reference_checkpoint(classifier, specs))
+        check_classes(ds, clf, data)
+        rows = run_benchmark(loaded, clf, loader, metrics=[m for m in metrics.split(",") if m],
+                             limit=limit, progress=not quiet)
+        dev = torch.device(device)
+        name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else \
+            f"CPU {platform.machine()}, {torch.get_num_threads()} threads"
+        paths = write_outputs(rows, out, {"device": name, "methods": specs, "data": data, "split": split,
+                                          "limit": limit, "image_size": size})
+        sample = collate([ds[i] for i in range(min(8, len(ds)))]).to(device)  # type: ignore[arg-type]
+        page = side_by_side(loaded, sample, out / "side_by_side.html")
+    except USER_ERRORS as e:
+        _fail(str(e))
+    typer.echo(format_table(rows))
+    typer.echo("")
+    typer.echo(speed_table(rows))
+    typer.echo(f"wrote {paths['markdown']}, {paths['json']} and {page}")
 
 
 @data_app.command("export")

@@ -49,7 +49,8 @@ def find_images(inputs: list[str | Path]) -> tuple[list[tuple[Path, Path]], list
 
 def _to_input(image: np.ndarray, size: int) -> torch.Tensor:
     """``(H, W, 3)`` uint8 -> ``(1, 3, size, size)`` float in [0, 1] (antialiased resize)."""
-    x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float() / 255.0
+    x = torch.from_numpy(np.array(image))  # a copy: decoded images can be read-only
+    x = x.permute(2, 0, 1)[None].float() / 255.0
     return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True).clamp(0, 1)
 
 

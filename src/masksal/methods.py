@@ -56,22 +56,46 @@ def resolve_classifier(classifier: str | None, methods: list[str], device: str |
     raise ValueError("no classifier: pass --classifier CHECKPOINT (or a masker:CHECKPOINT method)")
 
 
-def image_size_of(classifier_ckpt: str | None, methods: list[str]) -> int:
-    """The input size the classifier was trained at (from its checkpoint)."""
+def reference_checkpoint(classifier_ckpt: str | None, methods: list[str]) -> Path | None:
+    """The checkpoint whose training data describe the evaluation data (size, benchmark families)."""
     for spec in ([classifier_ckpt] if classifier_ckpt else []) + [m for m in methods if is_masker_spec(m)]:
-        return read_meta(masker_path(spec)).image_size
-    return 224
+        return masker_path(spec)
+    return None
+
+
+def image_size_of(classifier_ckpt: str | None, methods: list[str]) -> int:
+    """The input size the classifier was trained at (from its checkpoint; 224 without one)."""
+    ref = reference_checkpoint(classifier_ckpt, methods)
+    return read_meta(ref).image_size if ref is not None else 224
 
 
 def build_loader(data: str, split: str, size: int, n: int, batch_size: int, num_workers: int = 0,
-                 seed: int = 0) -> tuple[Dataset, DataLoader]:
-    """A dataset and its loader from a data spec (``benchmark`` or a :func:`load_dataset` spec)."""
+                 reference: Path | None = None) -> tuple[Dataset, DataLoader]:
+    """A dataset and its loader from a data spec (``benchmark`` or a :func:`load_dataset` spec).
+
+    For the built-in benchmark, the families and seed are those the ``reference`` checkpoint was
+    trained on, so labels mean the same classes.
+    """
     if data == "benchmark":
+        from masksal.checkpoint import load_config_of
         from masksal.data.benchmark import BenchmarkDataset
 
-        ds: Dataset = BenchmarkDataset(split=split, n=n, size=size, seed=seed)
+        families: tuple[str, ...] = ("digits", "animals")
+        seed = 0
+        if reference is not None:
+            dcfg = load_config_of(reference).data
+            if dcfg.dataset == "benchmark":
+                families, seed = tuple(dcfg.families), dcfg.seed
+        ds: Dataset = BenchmarkDataset(split=split, n=n, size=size, seed=seed, families=families)
     else:
         from masksal.data import load_dataset
 
         ds = load_dataset(data, split=split, size=size)
     return ds, DataLoader(ds, batch_size=batch_size, collate_fn=collate, num_workers=num_workers)
+
+
+def check_classes(ds: Dataset, classifier: Classifier, data: str) -> None:
+    """A one-line error when the dataset has more classes than the classifier predicts."""
+    n = getattr(ds, "num_classes", None)
+    if n and classifier.num_classes > 0 and int(n) > classifier.num_classes:
+        raise ValueError(f"data {data!r} has {n} classes but the classifier predicts {classifier.num_classes}")
