@@ -1,0 +1,112 @@
+"""Grad-CAM: exact against a direct computation, captum and pytorch-grad-cam; no backward below the layer."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import torch
+import torch.nn.functional as F
+from captum.attr import LayerAttribution, LayerGradCam
+from torch import Tensor, nn
+
+from masksal.classifiers import Classifier, create_classifier
+from masksal.explainers import GradCAM, PytorchGradCamExplainer
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread() -> Iterator[None]:
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def setup() -> tuple[Classifier, Tensor, Tensor]:
+    torch.manual_seed(0)
+    clf = create_classifier("small_resnet18", 6, width=8).eval()
+    x = torch.rand(4, 3, 48, 48, generator=torch.Generator().manual_seed(2))
+    return clf, x, torch.tensor([0, 5, 2, 2])
+
+
+def direct_gradcam(clf: Classifier, x: Tensor, targets: Tensor, layer: str) -> Tensor:
+    """Grad-CAM written out: activations by a forward hook, gradients by autograd, the paper's formula."""
+    store: dict[str, Tensor] = {}
+
+    def hook(_m: nn.Module, _i: Any, out: Tensor) -> None:
+        store["a"] = out
+
+    h = clf.layer(layer).register_forward_hook(hook)
+    logits = clf(x)
+    h.remove()
+    a = store["a"]
+    (g,) = torch.autograd.grad(logits[torch.arange(len(x)), targets].sum(), a)
+    alpha = g.mean(dim=(2, 3), keepdim=True)  # global-average-pooled gradients
+    cam = F.relu((alpha * a).sum(dim=1, keepdim=True)).detach()
+    return F.interpolate(cam, size=x.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
+
+
+@pytest.mark.parametrize("layer", ["layer4", "layer3"])
+def test_equals_direct_computation(setup: tuple[Classifier, Tensor, Tensor], layer: str) -> None:
+    clf, x, t = setup
+    ours = GradCAM(clf, layer=layer).explain(x, t)
+    expected = direct_gradcam(clf, x, t, layer)
+    assert expected.abs().max() > 0
+    torch.testing.assert_close(ours, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_equals_captum_layer_gradcam(setup: tuple[Classifier, Tensor, Tensor]) -> None:
+    clf, x, t = setup
+    attr = LayerGradCam(clf, clf.layer("layer4")).attribute(x, target=t, relu_attributions=True)
+    expected = LayerAttribution.interpolate(attr, (48, 48), "bilinear")[:, 0]
+    torch.testing.assert_close(GradCAM(clf).explain(x, t), expected.detach(), rtol=1e-5, atol=1e-6)
+
+
+def test_equals_pytorch_grad_cam_up_to_its_normalization(setup: tuple[Classifier, Tensor, Tensor]) -> None:
+    clf, x, t = setup
+    ours = GradCAM(clf).explain(x, t)
+    lo, hi = ours.amin(dim=(1, 2), keepdim=True), ours.amax(dim=(1, 2), keepdim=True)
+    reference = PytorchGradCamExplainer(clf).explain(x, t)
+    torch.testing.assert_close((ours - lo) / (hi - lo), reference, rtol=0, atol=1e-5)
+
+
+def test_top1_default(setup: tuple[Classifier, Tensor, Tensor]) -> None:
+    clf, x, _ = setup
+    with torch.no_grad():
+        top1 = clf(x).argmax(dim=1)
+    torch.testing.assert_close(GradCAM(clf).explain(x), GradCAM(clf).explain(x, top1))
+
+
+def test_no_graph_below_the_layer(setup: tuple[Classifier, Tensor, Tensor]) -> None:
+    clf, x, t = setup
+    seen: dict[str, bool] = {}
+
+    def record(name: str) -> Any:
+        def hook(_m: nn.Module, _i: Any, out: Tensor) -> None:
+            seen[name] = out.requires_grad
+        return hook
+
+    handles = [clf.layer(n).register_forward_hook(record(n)) for n in ("conv1", "layer1", "layer3", "fc")]
+    try:
+        GradCAM(clf).explain(x, t)
+    finally:
+        for h in handles:
+            h.remove()
+    # Below layer4 nothing is recorded for backward (so nothing there gets a backward pass);
+    # above it the head is differentiated; the input never requires grad.
+    assert seen == {"conv1": False, "layer1": False, "layer3": False, "fc": True}
+    assert not x.requires_grad
+    assert torch.is_grad_enabled()
+
+
+def test_layer_errors(setup: tuple[Classifier, Tensor, Tensor]) -> None:
+    clf, x, _ = setup
+    with pytest.raises(AttributeError):
+        GradCAM(clf, layer="layer9")
+    with pytest.raises(ValueError, match="more than once"):  # a BasicBlock applies its ReLU twice
+        GradCAM(clf, layer="layer1.0.relu").explain(x)
+    with pytest.raises(ValueError, match=r"\(B, K, h, w\)"):
+        GradCAM(clf, layer="fc").explain(x)
+    assert torch.is_grad_enabled()
