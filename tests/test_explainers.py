@@ -105,6 +105,17 @@ def test_classifier_left_untouched(name: str) -> None:
     assert clf.training and clf.model.layer2.training and not clf.model.layer1.training
 
 
+@pytest.mark.parametrize("name", BUILT_IN)
+def test_works_inside_no_grad(name: str) -> None:
+    # Evaluation loops often run under torch.no_grad(); gradient methods must still work there.
+    clf = make_classifier()
+    x, t = images(2), torch.tensor([1, 3])
+    expected = create_explainer(name, clf, **SMALL.get(name, {})).explain(x, t)
+    with torch.no_grad():
+        maps = create_explainer(name, clf, **SMALL.get(name, {})).explain(x, t)
+    torch.testing.assert_close(maps, expected)
+
+
 def test_rise_fixed_seed_is_deterministic_and_seed_matters() -> None:
     clf = make_classifier()
     x = images(2)

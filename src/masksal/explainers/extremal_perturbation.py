@@ -202,7 +202,7 @@ class ExtremalPerturbation:
         for i, a in enumerate(self.areas):
             reference[i, h * w - round(a * h * w):] = 1
         weight = self.area_weight
-        with eval_mode(self.classifier):
+        with eval_mode(self.classifier), torch.enable_grad():  # also when called under no_grad
             t = resolve_targets(self.classifier, images, targets).repeat_interleave(n_areas)
             pyramid = self._blur_pyramid(images.detach())
             for it in range(self.iterations):

@@ -84,7 +84,8 @@ class GradCAM:
             t = logits.detach().argmax(dim=1)
         else:
             t = resolve_targets(self.classifier, images, targets)
-        score = logits.gather(1, t[:, None]).sum()
+        with torch.enable_grad():  # the caller may be under no_grad
+            score = logits.gather(1, t[:, None]).sum()
         (grad,) = torch.autograd.grad(score, act)
         weights = grad.mean(dim=(2, 3), keepdim=True)
         cam = F.relu((weights * act.detach()).sum(dim=1, keepdim=True))
@@ -95,7 +96,7 @@ class GradCAM:
 class PytorchGradCamExplainer:
     """Grad-CAM from the pytorch-grad-cam package (``pip install grad-cam``), as a speed yardstick.
 
-    Gildenblat et al., "PyTorch library for CAM methods", github.com/jacobgil/pytorch-grad-cam
+    Gildenblat and contributors, "PyTorch library for CAM methods", github.com/jacobgil/pytorch-grad-cam
     (2021), implementing Selvaraju et al., ICCV 2017.
 
     The package back-propagates through the whole network (``loss.backward()``) and returns maps
@@ -136,7 +137,7 @@ class PytorchGradCamExplainer:
         params = list(self.classifier.parameters())
         saved = [p.grad for p in params]
         try:
-            with eval_mode(self.classifier):
+            with eval_mode(self.classifier), torch.enable_grad():
                 cam_targets = None  # the package takes the top-1 class itself
                 if targets is not None:
                     t = resolve_targets(self.classifier, images, targets)

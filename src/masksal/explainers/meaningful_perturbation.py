@@ -115,7 +115,7 @@ class MeaningfulPerturbation:
         m = init.expand(b, 1, mh, mw).clone().requires_grad_()
         opt = torch.optim.Adam([m], lr=self.lr)
         x = images.detach()
-        with eval_mode(self.classifier):
+        with eval_mode(self.classifier), torch.enable_grad():  # also when called under no_grad
             t = resolve_targets(self.classifier, images, targets)
             infill = gaussian_blur(x, blur)
             if jitter > 1:  # reflected margin so that every shift stays inside the picture
