@@ -6,7 +6,7 @@ from masksal.demo import DemoPlan, run_demo
 
 TINY = DemoPlan(n_train=100, n_test=48, classifier_epochs=1, masker_steps=4, overrides=(
     "data.image_size=32", "data.families=[digits]", "data.n_val=16", "classifier.kwargs={width: 8}",
-    "classifier_train.batch_size=25", "train.batch_size=8", "masker.hidden=8"))
+    "classifier_train.batch_size=20", "train.batch_size=8", "masker.hidden=8"))
 
 
 def test_demo_writes_metrics_and_report_and_reuses_its_cache(tmp_path):
