@@ -1,0 +1,56 @@
+"""Every experiment config shipped in configs/ loads and trains (2 steps, tiny sizes)."""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from masksal.checkpoint import load_masker
+from masksal.config import load_config
+from masksal.reproduce import ROW_NAMES
+from masksal.training import train_classifier, train_masker
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+ALL = sorted(CONFIGS.rglob("*.yaml"))
+TINY = [
+    "data.dataset=benchmark", "data.num_workers=0", "data.image_size=32", "data.n_train=64", "data.n_test=16",
+    "data.families=[digits]", "data.cache_dir=null",
+    "classifier.kwargs={width: 8}", "classifier_train.epochs=1", "classifier_train.batch_size=16",
+    "train.batch_size=4", "train.steps=2", "train.log_every=1", "train.pool_every=1", "masker.hidden=8",
+]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # Tiny tensors: one thread is faster, and much faster when other jobs share the cores.
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def classifier_ckpt(tmp_path_factory):
+    out = tmp_path_factory.mktemp("clf")
+    train_classifier(load_config(CONFIGS / "final.yaml", TINY), out, progress=False)
+    return out
+
+
+def test_there_is_one_config_per_ablation_row_and_a_final_one():
+    assert (CONFIGS / "final.yaml").is_file()
+    assert sorted(p.stem for p in (CONFIGS / "ablation").glob("*.yaml")) == sorted(ROW_NAMES)
+
+
+@pytest.mark.parametrize("path", ALL, ids=[str(p.relative_to(CONFIGS)) for p in ALL])
+def test_config_loads_and_trains_two_steps(path, classifier_ckpt, tmp_path):
+    full = load_config(path)
+    if path.stem in ROW_NAMES or path.name == "final.yaml":
+        assert full.data.image_size == 64 and full.train.steps == 1300  # the calibrated 64 px recipe
+    cfg = load_config(path, [*TINY, f"classifier.weights={classifier_ckpt}"])
+    res = train_masker(cfg, tmp_path / "m", progress=False)
+    assert res["steps"] == 2
+    masker = load_masker(tmp_path / "m")
+    if full.classifier.taps:
+        assert masker.classifier.taps == list(full.classifier.taps)
+    maps = masker.explain(torch.rand(2, 3, 32, 32))
+    assert maps.shape == (2, 32, 32) and bool(((maps >= 0) & (maps <= 1)).all())
