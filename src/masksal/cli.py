@@ -302,6 +302,149 @@ def data_export(
     typer.echo(f"wrote {n} {split} images to {out}")
 
 
+reproduce_app = typer.Typer(no_args_is_help=True, help="Reproduce the paper's findings on the built-in benchmark.")
+app.add_typer(reproduce_app, name="reproduce")
+BudgetOpt = Annotated[str, typer.Option(help="small (2 CPU cores, about 30 minutes) or full (a GPU).")]
+ThreadsOpt = Annotated[int, typer.Option(
+    help="Torch CPU threads (0: torch's default). On a shared machine 1 is often much faster.")]
+
+
+def _reproduce_interrupted(out: Path) -> None:
+    typer.echo(f"interrupted: finished runs are kept in {out}; run the same command again to continue", err=True)
+    raise typer.Exit(130)
+
+
+def _set_threads(threads: int) -> None:
+    if threads > 0:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
+@reproduce_app.command("ablation")
+def reproduce_ablation(
+    out: Annotated[Path, typer.Option(help="Output folder (rows are reused).")] = Path("runs/reproduce"),
+    budget: BudgetOpt = "small",
+    seeds: Annotated[int | None, typer.Option(help="Seeds per row (default: 1 small, 3 full).")] = None,
+    classifier: Annotated[Path | None, typer.Option(
+        help="Classifier checkpoint to start from (e.g. runs/demo/classifier); default: trained once.")] = None,
+    rows: Annotated[str | None, typer.Option(help="Comma-separated subset of the rows.")] = None,
+    steps: Annotated[int | None, typer.Option(help="Masker steps per row (overrides the budget).")] = None,
+    set_: SetOpt = None,
+    threads: ThreadsOpt = 0,
+    quiet: QuietOpt = False,
+) -> None:
+    """Train and evaluate every ablation row (configs/ablation/*.yaml); write report.md and report.html."""
+    from masksal.reproduce import get_budget, run_ablation
+
+    _set_threads(threads)
+    try:
+        run_ablation(out, get_budget(budget), seeds=seeds, classifier=classifier,
+                     rows=[r.strip() for r in rows.split(",") if r.strip()] if rows else None, steps=steps,
+                     overrides=set_ or [], progress=not quiet, log=typer.echo)
+    except KeyboardInterrupt:
+        _reproduce_interrupted(out)
+    except USER_ERRORS as e:
+        _fail(str(e))
+
+
+@reproduce_app.command("fewshot")
+def reproduce_fewshot(
+    out: Annotated[Path, typer.Option(help="Output folder (runs are reused).")] = Path("runs/reproduce/fewshot"),
+    budget: BudgetOpt = "small",
+    classifier: Annotated[Path | None, typer.Option(help="Classifier checkpoint; default: trained once.")] = None,
+    config: ConfigOpt = None,
+    steps: Annotated[int | None, typer.Option(help="Masker steps per K (overrides the budget).")] = None,
+    set_: SetOpt = None,
+    threads: ThreadsOpt = 0,
+    quiet: QuietOpt = False,
+) -> None:
+    """Train the final recipe on K = 1, 2, 5, 10, 50 and all images per class; plot LE and PxAP against K."""
+    from masksal.reproduce import get_budget, run_fewshot
+
+    _set_threads(threads)
+    try:
+        run_fewshot(out, get_budget(budget), classifier=classifier, config=config, steps=steps,
+                    overrides=set_ or [], progress=not quiet, log=typer.echo)
+    except KeyboardInterrupt:
+        _reproduce_interrupted(out)
+    except USER_ERRORS as e:
+        _fail(str(e))
+
+
+@reproduce_app.command("roar")
+def reproduce_roar(
+    out: Annotated[Path, typer.Option(help="Output folder (retrainings are reused).")] = Path("runs/reproduce/roar"),
+    budget: BudgetOpt = "small",
+    masker: Annotated[Path | None, typer.Option(
+        help="Masker checkpoint (default: the ablation's final row next to --out, else trained here).")] = None,
+    classifier: Annotated[Path | None, typer.Option(help="Classifier checkpoint for a masker trained here.")] = None,
+    threads: ThreadsOpt = 0,
+    quiet: QuietOpt = False,
+) -> None:
+    """Remove the most salient 10-90% of the pixels (masker, Grad-CAM, random), retrain, plot test accuracy."""
+    from masksal.reproduce import get_budget, run_roar
+
+    _set_threads(threads)
+    try:
+        run_roar(out, get_budget(budget), masker=masker, classifier=classifier, progress=not quiet,
+                 log=typer.echo)
+    except KeyboardInterrupt:
+        _reproduce_interrupted(out)
+    except USER_ERRORS as e:
+        _fail(str(e))
+
+
+@reproduce_app.command("photos")
+def reproduce_photos(
+    out: Annotated[Path, typer.Option(help="Output folder.")] = Path("runs/reproduce/photos"),
+    budget: BudgetOpt = "small",
+    steps: Annotated[int | None, typer.Option(help="Masker steps (overrides the budget).")] = None,
+    threads: ThreadsOpt = 0,
+    quiet: QuietOpt = False,
+) -> None:
+    """Train a masker for an ImageNet EfficientNet-Lite0 on the few photos available offline; show overlays."""
+    from masksal.reproduce import get_budget, run_photos
+
+    _set_threads(threads)
+    try:
+        run_photos(out, get_budget(budget), steps=steps, progress=not quiet, log=typer.echo)
+    except KeyboardInterrupt:
+        _reproduce_interrupted(out)
+    except (*USER_ERRORS, RuntimeError) as e:
+        _fail(str(e))
+
+
+@app.command()
+def sanity(
+    checkpoint: Annotated[Path, typer.Argument(help="Masker checkpoint directory.")],
+    out: Annotated[Path, typer.Option(help="Output folder for results.json and report.html.")] = Path("runs/sanity"),
+    images: Annotated[int, typer.Option(help="Test images whose maps are compared.")] = 64,
+    retrain: Annotated[bool, typer.Option(
+        "--retrain/--no-retrain", help="Also retrain the masker on each randomized classifier.")] = False,
+    retrain_steps: Annotated[int, typer.Option(help="Masker steps of each retraining.")] = 20,
+    data_randomization: Annotated[bool, typer.Option(
+        "--data-randomization/--no-data-randomization",
+        help="Also train small classifiers (and maskers) on shuffled and on true labels.")] = True,
+    seed: Annotated[int, typer.Option(help="Seed of the randomization.")] = 0,
+    threads: ThreadsOpt = 0,
+    quiet: QuietOpt = False,
+) -> None:
+    """Sanity checks (Adebayo et al.): cascading/independent randomization of the classifier, data randomization."""
+    from masksal.sanity import SanityBudget, run_sanity_checks
+
+    _set_threads(threads)
+    try:
+        budget = SanityBudget(n_images=images, retrain_steps=retrain_steps if retrain else 0)
+        run_sanity_checks(checkpoint, out, budget=budget, data_randomization=data_randomization, seed=seed,
+                          progress=not quiet, log=typer.echo)
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        raise typer.Exit(130) from None
+    except USER_ERRORS as e:
+        _fail(str(e))
+
+
 def main() -> None:
     """Console entry point."""
     try:
