@@ -36,6 +36,7 @@ class DataConfig:
     n_test: int = 2000
     seed: int = 0
     families: list[str] = field(default_factory=lambda: ["digits", "animals"])
+    max_distractors: int = 3
     examples_per_class: int | None = None
     num_workers: int = 0
     cache_dir: str | None = "runs/cache"

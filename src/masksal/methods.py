@@ -80,13 +80,12 @@ def build_loader(data: str, split: str, size: int, n: int, batch_size: int, num_
         from masksal.checkpoint import load_config_of
         from masksal.data.benchmark import BenchmarkDataset
 
-        families: tuple[str, ...] = ("digits", "animals")
-        seed = 0
+        kw: dict[str, object] = {}
         if reference is not None:
             dcfg = load_config_of(reference).data
             if dcfg.dataset == "benchmark":
-                families, seed = tuple(dcfg.families), dcfg.seed
-        ds: Dataset = BenchmarkDataset(split=split, n=n, size=size, seed=seed, families=families)
+                kw = {"families": tuple(dcfg.families), "seed": dcfg.seed, "max_distractors": dcfg.max_distractors}
+        ds: Dataset = BenchmarkDataset(split=split, n=n, size=size, **kw)  # type: ignore[arg-type]
     else:
         from masksal.data import load_dataset
 

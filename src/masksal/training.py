@@ -90,7 +90,7 @@ def build_dataset(cfg: ExperimentConfig, split: str) -> Dataset:
         n = {"train": d.n_train, "val": d.n_val, "test": d.n_test}[split]
         return BenchmarkDataset(split=split, n=n, size=d.image_size, seed=d.seed, families=tuple(d.families),
                                 examples_per_class=d.examples_per_class if split == "train" else None,
-                                cache_dir=d.cache_dir)
+                                cache_dir=d.cache_dir, max_distractors=d.max_distractors)
     from masksal.data import load_dataset
 
     return load_dataset(d.dataset, split=split, size=d.image_size)
