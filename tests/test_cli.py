@@ -40,7 +40,7 @@ def test_explain_reports_corrupt_image_and_fails(ckpts, tmp_path):
 
 def test_evaluate_writes_json(ckpts, tmp_path):
     out = tmp_path / "res.json"
-    r = runner.invoke(app, ["evaluate", f"masker:{ckpts / 'm'}", "--n", "16", "--quiet",
+    r = runner.invoke(app, ["evaluate", f"masker:{ckpts / 'm'}", "--num-images", "16", "--quiet",
                             "--metrics", "le_om_f1,maxboxacc,pxap", "--out", str(out)])
     assert r.exit_code == 0, r.output
     res = json.loads(out.read_text())
@@ -50,7 +50,7 @@ def test_evaluate_writes_json(ckpts, tmp_path):
 
 def test_benchmark_compares_methods(ckpts, tmp_path):
     r = runner.invoke(app, ["benchmark", "--methods", f"masker:{ckpts / 'm'},centre,gradcam,rise:n_masks=20;batch_size=10",
-                            "--n", "16", "--metrics", "le_om_f1", "--out", str(tmp_path / "b"), "--quiet"])
+                            "--num-images", "16", "--metrics", "le_om_f1", "--out", str(tmp_path / "b"), "--quiet"])
     assert r.exit_code == 0, r.output
     res = json.loads((tmp_path / "b" / "benchmark.json").read_text())["results"]
     assert [x["method"] for x in res][1:] == ["centre", "gradcam", "rise:n_masks=20,batch_size=10"]

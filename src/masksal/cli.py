@@ -176,7 +176,7 @@ def evaluate(
     split: Annotated[str, typer.Option(help="Split to evaluate.")] = "test",
     val_split: Annotated[str | None, typer.Option(
         help="Choose MaxBoxAcc thresholds on this split (no leakage); 'none' to skip.")] = "val",
-    n: Annotated[int, typer.Option(help="Images of the built-in benchmark per split.")] = 2000,
+    n: Annotated[int, typer.Option("--num-images", help="Images of the built-in benchmark per split.")] = 2000,
     size: Annotated[int | None, typer.Option(help="Image size (default: the classifier's).")] = None,
     limit: Annotated[int | None, typer.Option(help="Evaluate at most N images (quick look).")] = None,
     metrics: Annotated[str, typer.Option(help="Comma-separated: le_om_f1, maxboxacc, pxap, sm, "
@@ -195,7 +195,14 @@ def evaluate(
 
     from masksal.distributed import evaluate_sharded, is_main_process, process_device, torchrun_session
     from masksal.evaluation import format_table
-    from masksal.methods import build_loader, image_size_of, load_method, resolve_classifier
+    from masksal.methods import (
+        build_loader,
+        check_classes,
+        image_size_of,
+        load_method,
+        reference_checkpoint,
+        resolve_classifier,
+    )
 
     try:
         with torchrun_session(device):
@@ -205,10 +212,12 @@ def evaluate(
             explainer = load_method(method, clf, dev)
             clf = getattr(explainer, "classifier", clf)  # a masker evaluates with its own classifier object
             img = size or image_size_of(classifier, [method])
-            ds, _ = build_loader(data, split, img, n, batch_size)
+            ref = reference_checkpoint(classifier, [method])
+            ds, _ = build_loader(data, split, img, n, batch_size, reference=ref)
+            check_classes(ds, clf, data)
             val_ds = None
             if val_split and val_split != "none" and "maxboxacc" in metrics:
-                val_ds, _ = build_loader(data, val_split, img, n, batch_size)
+                val_ds, _ = build_loader(data, val_split, img, n, batch_size, reference=ref)
             res = evaluate_sharded(explainer, clf, ds, batch_size=batch_size, val_dataset=val_ds, limit=limit,
                                    progress=not quiet,
                                    metrics=[m.strip() for m in metrics.split(",") if m.strip()])
@@ -232,7 +241,7 @@ def benchmark(
     classifier: Annotated[str | None, typer.Option(help="Classifier checkpoint (default: the first masker's).")] = None,
     data: Annotated[str, typer.Option(help="benchmark or a dataset spec (see evaluate).")] = "benchmark",
     split: Annotated[str, typer.Option(help="Split to evaluate.")] = "test",
-    n: Annotated[int, typer.Option(help="Images of the built-in benchmark.")] = 2000,
+    n: Annotated[int, typer.Option("--num-images", help="Images of the built-in benchmark.")] = 2000,
     limit: Annotated[int | None, typer.Option(help="Evaluate at most N images per method.")] = None,
     metrics: Annotated[str, typer.Option(help="Comma-separated metric names.")] = "le_om_f1,maxboxacc,pxap,sm",
     batch_size: Annotated[int, typer.Option(help="Images per batch.")] = 64,
