@@ -73,9 +73,9 @@ class Budget:
         return out
 
 
-SMALL = Budget(name="small", n_train=16000, n_test=500, classifier_epochs=5, masker_steps=150, batch_size=32,
-               seeds=1, maxboxacc_step=0.01, roar_train=3000, roar_epochs=4, roar_width=8,
-               fewshot_ks=(1, 2, 5, 10, 50, None), photo_steps=60, photo_size=160, photo_batch=8)
+SMALL = Budget(name="small", n_train=16000, n_test=500, classifier_epochs=5, masker_steps=250, batch_size=32,
+               seeds=2, maxboxacc_step=0.01, roar_train=3000, roar_epochs=4, roar_width=8,
+               fewshot_ks=(1, 2, 5, 10, 50, None), photo_steps=200, photo_size=160, photo_batch=8)
 FULL = Budget(name="full", n_train=None, n_test=2000, classifier_epochs=None, masker_steps=None, batch_size=None,
               seeds=3, maxboxacc_step=0.001, roar_train=20000, roar_epochs=8, roar_width=16,
               fewshot_ks=(1, 2, 5, 10, 50, 125, None), photo_steps=600, photo_size=224, photo_batch=16)

@@ -109,7 +109,7 @@ def photo_classifier(weights: str | Path) -> Classifier:
 
 
 def _to_tensor(img: np.ndarray) -> Tensor:
-    return torch.from_numpy(img).permute(2, 0, 1).float().div(255)
+    return torch.from_numpy(np.array(img, dtype=np.uint8)).permute(2, 0, 1).float().div(255)
 
 
 def centre_square(img: np.ndarray, size: int) -> Tensor:
