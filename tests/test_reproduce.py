@@ -16,7 +16,7 @@ TINY = [
     "data.cache_dir=null", "classifier.kwargs={width: 8}", "classifier_train.batch_size=16", "masker.hidden=8",
     "train.log_every=1",
 ]
-BUDGET = dataclasses.replace(SMALL, n_train=60, n_test=20, classifier_epochs=1, masker_steps=2, batch_size=4,
+BUDGET = dataclasses.replace(SMALL, seeds=1, n_train=60, n_test=20, classifier_epochs=1, masker_steps=2, batch_size=4,
                              roar_train=40, roar_epochs=1, fewshot_ks=(1, 3, None))
 
 
@@ -89,6 +89,10 @@ def test_ablation_fewshot_and_roar_run_end_to_end_and_resume(tmp_path):
                          log=messages.append)
     assert sum("reusing" in m for m in messages) == 3  # the classifier and both rows
     assert again["rows"]["both_fix"]["mean"] == res["rows"]["both_fix"]["mean"]
+    longer = run_ablation(out, BUDGET, rows=["both_fix"], steps=3, overrides=TINY, progress=False, log=quiet)
+    assert longer["rows"]["both_fix"]["seeds"][0]["steps"] == 3  # a longer budget continues the run
+    with pytest.raises(FileExistsError, match="more than"):
+        run_ablation(out, BUDGET, rows=["both_fix"], steps=1, overrides=TINY, progress=False, log=quiet)
 
     few = run_fewshot(out / "fewshot", BUDGET, classifier=out / "classifier", overrides=TINY, progress=False,
                       log=quiet)

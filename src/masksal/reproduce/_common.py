@@ -146,12 +146,29 @@ def ensure_classifier(out: Path, budget: Budget, classifier: str | Path | None, 
 
 
 def train_run(cfg: ExperimentConfig, ckpt: Path, progress: bool) -> None:
-    """Train (or finish, or reuse) the masker of ``cfg`` in ``ckpt``."""
+    """Train (or finish, or reuse) the masker of ``cfg`` in ``ckpt``.
+
+    Raises:
+        FileExistsError: ``ckpt`` holds a run of more steps than ``cfg`` asks for.
+    """
+    from masksal.checkpoint import read_meta
     from masksal.training import train_masker
 
+    if (ckpt / "meta.json").is_file() and read_meta(ckpt).step > cfg.train.steps:
+        raise FileExistsError(f"{ckpt} holds a run of {read_meta(ckpt).step} steps, more than the {cfg.train.steps} "
+                              "asked for: delete it or choose another --out")
     if stage_done(ckpt, cfg.train.steps):
         return
     train_masker(cfg, ckpt, resume=(ckpt / "meta.json").is_file(), progress=progress)
+
+
+def finished_eval(ckpt: Path, steps: int) -> dict[str, float] | None:
+    """The saved evaluation (``eval.json``) of a run, if it was made at ``steps`` steps."""
+    p = ckpt / "eval.json"
+    if not p.is_file():
+        return None
+    saved = json.loads(p.read_text())
+    return saved if saved.get("steps") == steps else None
 
 
 def classifier_accuracy(ckpt: Path) -> float | None:

@@ -11,7 +11,6 @@ later run (delete its folder to redo it); an interrupted row resumes.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -31,6 +30,7 @@ from masksal.reproduce._common import (
     configs_dir,
     ensure_classifier,
     evaluate_masker,
+    finished_eval,
     fmt,
     load_experiment,
     markdown_table,
@@ -169,16 +169,16 @@ def run_ablation(out: str | Path = "runs/reproduce", budget: Budget | None = Non
     for row, seed in bar:
         bar.set_postfix_str(f"{row} seed {seed}")
         d = _row_dir(out, row, seed)
-        metrics_path = d / "eval.json"
         cfg = load_experiment(row_config(row), [*b.masker_overrides(seed), *overrides, f"classifier.weights={clf}"])
-        if metrics_path.is_file():
+        saved = finished_eval(d, cfg.train.steps)
+        if saved is not None:
             log(f"{row} (seed {seed}): reusing {d}")
-            m = json.loads(metrics_path.read_text())
+            m = saved
         else:
             log(f"{row} (seed {seed}): training {cfg.train.steps} steps ({cfg.train.mode.upper()})")
             train_run(cfg, d, progress)
-            m = evaluate_masker(d, cfg, clf, b, progress=False)
-            write_json(metrics_path, m)
+            m = {**evaluate_masker(d, cfg, clf, b, progress=False), "steps": cfg.train.steps}
+            write_json(d / "eval.json", m)
             log(f"{row} (seed {seed}): " + ", ".join(f"{METRIC_NAMES[k]} {m[k]:.2f}" for k in METRIC_KEYS if k in m))
         results["rows"].setdefault(row, {"seeds": []})["seeds"].append(m)
     for r in results["rows"].values():

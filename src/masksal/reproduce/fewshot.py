@@ -9,7 +9,6 @@ images, and LE and PxAP on the test split are plotted against K next to the pape
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from dataclasses import replace
@@ -27,6 +26,7 @@ from masksal.reproduce._common import (
     ensure_classifier,
     evaluate_masker,
     final_config_path,
+    finished_eval,
     fmt,
     load_experiment,
     markdown_table,
@@ -85,12 +85,13 @@ def run_fewshot(out: str | Path = "runs/reproduce/fewshot", budget: Budget | Non
         if k is not None:
             sets.append(f"data.examples_per_class={k}")
         cfg = load_experiment(cfg_path, sets)
-        if (d / "eval.json").is_file():
-            m = json.loads((d / "eval.json").read_text())
+        saved = finished_eval(d, cfg.train.steps)
+        if saved is not None:
+            m = saved
         else:
             log(f"K = {_label(k)} per class: training {cfg.train.steps} steps ({cfg.train.mode.upper()})")
             train_run(cfg, d, progress)
-            m = evaluate_masker(d, cfg, clf, b, progress=False, with_sm=False)
+            m = {**evaluate_masker(d, cfg, clf, b, progress=False, with_sm=False), "steps": cfg.train.steps}
             write_json(d / "eval.json", m)
         m["images_per_class"] = k if k is not None else cfg.data.n_train // _num_classes(cfg.data.families)
         runs[_label(k)] = m
