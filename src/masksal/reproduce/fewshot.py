@@ -61,7 +61,8 @@ def run_fewshot(out: str | Path = "runs/reproduce/fewshot", budget: Budget | Non
     Args:
         out: output folder; runs go to ``out/k<K>/``.
         budget: sizes (its ``fewshot_ks``; :data:`~masksal.reproduce.SMALL` by default).
-        classifier: an existing classifier checkpoint (else one is trained into ``out/classifier``).
+        classifier: an existing classifier checkpoint (else the one next to ``out``, the
+            ablation's, is reused or trained: ``out/../classifier``).
         config: the experiment config (default ``configs/final.yaml``).
         steps: masker steps per run, overriding the budget's.
         overrides: ``section.key=value`` settings for every run and the classifier.
@@ -77,7 +78,7 @@ def run_fewshot(out: str | Path = "runs/reproduce/fewshot", budget: Budget | Non
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     cfg_path = Path(config) if config is not None else final_config_path()
-    clf = ensure_classifier(out, b, classifier, progress, log, overrides)
+    clf = ensure_classifier(out.parent, b, classifier, progress, log, overrides)
     runs: dict[str, Any] = {}
     for k in tqdm(b.fewshot_ks, desc="few-shot K", disable=not progress, dynamic_ncols=True):
         d = out / f"k{_label(k)}"
