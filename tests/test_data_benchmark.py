@@ -256,3 +256,12 @@ def test_missing_animal_package_message(monkeypatch: pytest.MonkeyPatch) -> None
     finally:
         sources.load_animals.cache_clear()
         sources.object_source.cache_clear()
+
+
+def test_dataset_start_offset_gives_the_generator_images_from_there():
+    from masksal.data.benchmark import BenchmarkDataset, generate
+
+    ds = BenchmarkDataset("train", n=6, size=32, families=("digits",), start=10)
+    ref = generate("train", 6, 32, 0, ("digits",), 10)
+    assert np.array_equal(ds.images, ref["images"])
+    assert ds[0]["id"] == "train/10"

@@ -113,3 +113,16 @@ def test_checkpoint_is_safe_to_load(classifier_ckpt, tmp_path):
     (bad / "meta.json").write_text(json.dumps(meta))
     with pytest.raises(ValueError, match="interrupted save"):
         load_classifier(bad)
+
+
+def test_fresh_each_epoch_draws_new_benchmark_images(tmp_path):
+    from masksal.training import _classifier_batches, build_dataset
+
+    cfg = load_config(None, [*TINY, "data.n_train=32", "data.fresh_each_epoch=true"])
+    ds = build_dataset(cfg, "train")
+    batches = list(_classifier_batches(cfg, ds, 16, 0, 6, torch.device("cpu")))  # 3 epochs of 2 steps
+    epoch_of = [{int(i.split("/")[1]) // 32 for i in b.ids} for b in batches]
+    assert epoch_of == [{0}, {0}, {1}, {1}, {2}, {2}]
+    resumed = list(_classifier_batches(cfg, ds, 16, 3, 6, torch.device("cpu")))
+    assert [b.ids for b in resumed] == [b.ids for b in batches[3:]]
+    assert torch.equal(resumed[0].images, batches[3].images)

@@ -27,6 +27,9 @@ class DataConfig:
 
     ``dataset`` is ``"benchmark"`` (the built-in procedural benchmark) or a dataset spec of
     :func:`masksal.data.load_dataset` (``"folder:DIR"``, ``"imagenet:ROOT"``, ...).
+    ``fresh_each_epoch`` (benchmark only): classifier training draws new images every epoch
+    (same source objects, new compositions), so longer training does not overfit ``n_train``
+    fixed images.
     """
 
     dataset: str = "benchmark"
@@ -37,6 +40,7 @@ class DataConfig:
     seed: int = 0
     families: list[str] = field(default_factory=lambda: ["digits", "animals"])
     max_distractors: int = 3
+    fresh_each_epoch: bool = False
     examples_per_class: int | None = None
     num_workers: int = 0
     cache_dir: str | None = "runs/cache"

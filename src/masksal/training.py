@@ -81,8 +81,12 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def build_dataset(cfg: ExperimentConfig, split: str) -> Dataset:
-    """The dataset of ``cfg.data`` for ``split`` (``"train"``, ``"val"`` or ``"test"``)."""
+def build_dataset(cfg: ExperimentConfig, split: str, epoch: int = 0) -> Dataset:
+    """The dataset of ``cfg.data`` for ``split`` (``"train"``, ``"val"`` or ``"test"``).
+
+    ``epoch > 0`` (built-in benchmark): the next ``n`` images of the split, for
+    ``data.fresh_each_epoch``; those are not cached (the cache would grow with every epoch).
+    """
     d = cfg.data
     if d.dataset == "benchmark":
         from masksal.data.benchmark import BenchmarkDataset
@@ -90,7 +94,8 @@ def build_dataset(cfg: ExperimentConfig, split: str) -> Dataset:
         n = {"train": d.n_train, "val": d.n_val, "test": d.n_test}[split]
         return BenchmarkDataset(split=split, n=n, size=d.image_size, seed=d.seed, families=tuple(d.families),
                                 examples_per_class=d.examples_per_class if split == "train" else None,
-                                cache_dir=d.cache_dir, max_distractors=d.max_distractors)
+                                cache_dir=d.cache_dir if epoch == 0 else None, max_distractors=d.max_distractors,
+                                start=epoch * n)
     from masksal.data import load_dataset
 
     return load_dataset(d.dataset, split=split, size=d.image_size)
@@ -140,6 +145,23 @@ def _loader(ds: Dataset, cfg: ExperimentConfig, batch_size: int, start: int, tot
         sampler = ShardedBatchSampler(sampler)
     return DataLoader(ds, batch_sampler=sampler, collate_fn=collate, num_workers=cfg.data.num_workers,
                       pin_memory=device.type == "cuda")
+
+
+def _classifier_batches(cfg: ExperimentConfig, ds: Dataset, batch_size: int, start: int, total: int,
+                        device: torch.device) -> Iterator[Batch]:
+    """Batches of steps ``start .. total - 1``; with ``data.fresh_each_epoch`` every epoch of the
+    built-in benchmark draws new images (epoch ``e`` uses generator indices ``e*n .. (e+1)*n-1``)."""
+    if not (cfg.data.fresh_each_epoch and cfg.data.dataset == "benchmark"):
+        yield from _loader(ds, cfg, batch_size, start, total, cfg.train.seed, device)
+        return
+    per_epoch = max(1, len(ds) // batch_size)  # type: ignore[arg-type]
+    step = start
+    while step < total:
+        epoch = step // per_epoch
+        end = min(total, (epoch + 1) * per_epoch)
+        epoch_ds = ds if epoch == 0 else build_dataset(cfg, "train", epoch)
+        yield from _loader(epoch_ds, cfg, batch_size, step, end, cfg.train.seed, device)
+        step = end
 
 
 def _seed_step(seed: int, step: int) -> None:
@@ -274,7 +296,7 @@ def train_classifier(cfg: ExperimentConfig, out: str | Path, resume: bool = Fals
     bar = tqdm(total=steps, initial=start, desc="classifier", unit="step",
                disable=not (progress and is_main_process()), dynamic_ncols=True)
     try:
-        for batch in _loader(train_ds, cfg, tc.batch_size, start, steps, cfg.train.seed, device):
+        for batch in _classifier_batches(cfg, train_ds, tc.batch_size, start, steps, device):
             _seed_step(cfg.train.seed, step)
             b: Batch = batch.to(device)
             with amp.autocast():

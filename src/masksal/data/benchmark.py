@@ -344,6 +344,8 @@ class BenchmarkDataset(Dataset[dict[str, Any]]):
         cache_dir: if given, the arrays are cached there as ``.npz``, keyed by all the
             parameters and the generator version, and reused by later constructions.
         max_distractors: each image gets 1 to this many distractors (0: none).
+        start: generator index of the first sample (``start .. start + n - 1``): another
+            ``start`` gives other images drawn from the same split's source objects.
 
     Attributes:
         classes: class names in label order; ``num_classes`` their number.
@@ -361,12 +363,16 @@ class BenchmarkDataset(Dataset[dict[str, Any]]):
         examples_per_class: int | None = None,
         cache_dir: str | Path | None = None,
         max_distractors: int = MAX_DISTRACTORS,
+        start: int = 0,
     ) -> None:
         fams = _check_args(split, size, families)
         if examples_per_class is not None and examples_per_class < 1:
             raise ValueError(f"examples_per_class must be >= 1, got {examples_per_class}")
         if max_distractors < 0:
             raise ValueError(f"max_distractors must be >= 0, got {max_distractors}")
+        if start < 0:
+            raise ValueError(f"start must be >= 0, got {start}")
+        self.start = int(start)
         self.split = split
         self.size = int(size)
         self.seed = seed
@@ -396,20 +402,20 @@ class BenchmarkDataset(Dataset[dict[str, Any]]):
 
     def _cache_key(self, n: int) -> str:
         params = (f"v{GENERATOR_VERSION}-{self.split}-n{n}-s{self.size}-seed{self.seed}-"
-                  f"{'+'.join(self.families)}-k{self.examples_per_class}-d{self.max_distractors}")
+                  f"{'+'.join(self.families)}-k{self.examples_per_class}-d{self.max_distractors}-o{self.start}")
         return params + "-" + hashlib.sha1(params.encode()).hexdigest()[:8]
 
     def _build(self, n: int) -> dict[str, np.ndarray]:
         k = self.examples_per_class
         if k is None:
-            out = generate(self.split, n, self.size, self.seed, self.families,
+            out = generate(self.split, n, self.size, self.seed, self.families, self.start,
                            max_distractors=self.max_distractors)
-            out["indices"] = np.arange(n, dtype=np.int64)
+            out["indices"] = np.arange(self.start, self.start + n, dtype=np.int64)
             return out
         # Generate in generator order until every class has k samples, then keep the first k.
         chunks: list[dict[str, np.ndarray]] = []
         counts = np.zeros(self.num_classes, dtype=np.int64)
-        start = 0
+        start = self.start
         while counts.min() < k:
             chunk = generate(self.split, k * self.num_classes, self.size, self.seed, self.families, start,
                              max_distractors=self.max_distractors)
