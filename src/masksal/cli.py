@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -37,6 +37,25 @@ def _fail(msg: str, code: int = 2) -> None:
 def _interrupted(out: Path) -> None:
     typer.echo(f"interrupted: progress saved in {out}; continue with the same command and --resume", err=True)
     raise typer.Exit(130)
+
+
+def _train(fn: Any, config: Path | None, overrides: list[str], out: Path, resume: bool, quiet: bool, amp: str,
+           compile_: bool, sync_batchnorm: bool) -> dict[str, Any] | None:
+    """Run a training function (under torchrun too); the result on rank 0, ``None`` elsewhere."""
+    from masksal.config import load_config
+    from masksal.distributed import RunOptions, is_main_process, torchrun_session
+
+    try:
+        cfg = load_config(config, overrides)
+        run = RunOptions(amp=amp, compile=compile_, sync_batchnorm=sync_batchnorm)
+        with torchrun_session(cfg.train.device):
+            res = fn(cfg, out, resume=resume, progress=not quiet, run=run)
+            return res if is_main_process() else None  # type: ignore[no-any-return]
+    except KeyboardInterrupt:
+        _interrupted(out)
+    except USER_ERRORS as e:
+        _fail(str(e))
+    return None
 
 
 @app.command()
@@ -73,22 +92,11 @@ def train_classifier_cmd(
 
     Data parallel under torchrun: torchrun --nproc-per-node N -m masksal train-classifier ...
     """
-    from masksal.config import load_config
-    from masksal.distributed import RunOptions, is_main_process, torchrun_session
     from masksal.training import train_classifier
 
     overrides = list(set_ or []) + ([f"train.device={device}"] if device else [])
-    try:
-        cfg = load_config(config, overrides)
-        run = RunOptions(amp=amp, compile=compile_, sync_batchnorm=sync_batchnorm)
-        with torchrun_session(cfg.train.device):
-            main = is_main_process()
-            res = train_classifier(cfg, out, resume=resume, progress=not quiet, run=run)
-    except KeyboardInterrupt:
-        _interrupted(out)
-    except USER_ERRORS as e:
-        _fail(str(e))
-    if main:
+    res = _train(train_classifier, config, overrides, out, resume, quiet, amp, compile_, sync_batchnorm)
+    if res is not None:
         typer.echo(f"test accuracy {res['test_accuracy']:.2f}% after {res['steps']} steps; checkpoint: {out}")
 
 
@@ -112,8 +120,6 @@ def train(
 
     Data parallel under torchrun: torchrun --nproc-per-node N -m masksal train ...
     """
-    from masksal.config import load_config
-    from masksal.distributed import RunOptions, is_main_process, torchrun_session
     from masksal.training import train_masker
 
     overrides = list(set_ or [])
@@ -123,17 +129,8 @@ def train(
         overrides.append(f"data.examples_per_class={examples_per_class}")
     if device is not None:
         overrides.append(f"train.device={device}")
-    try:
-        cfg = load_config(config, overrides)
-        run = RunOptions(amp=amp, compile=compile_, sync_batchnorm=sync_batchnorm)
-        with torchrun_session(cfg.train.device):
-            main = is_main_process()
-            res = train_masker(cfg, out, resume=resume, progress=not quiet, run=run)
-    except KeyboardInterrupt:
-        _interrupted(out)
-    except USER_ERRORS as e:
-        _fail(str(e))
-    if main:
+    res = _train(train_masker, config, overrides, out, resume, quiet, amp, compile_, sync_batchnorm)
+    if res is not None:
         typer.echo(f"trained {res['steps']} steps in {res['seconds']:.0f} s; checkpoint: {out}")
 
 
