@@ -17,7 +17,7 @@ TINY = [
     "train.log_every=1",
 ]
 BUDGET = dataclasses.replace(SMALL, seeds=1, n_train=60, n_test=20, classifier_epochs=1, masker_steps=2, batch_size=4,
-                             roar_train=40, roar_epochs=1, fewshot_ks=(1, 3, None))
+                             roar_train=40, roar_epochs=1, roar_size=16, fewshot_ks=(1, 3, None))
 
 
 def quiet(_msg: str) -> None:

@@ -30,8 +30,9 @@ class Budget:
         seeds: default number of seeds per ablation row.
         maxboxacc_step: MaxBoxAcc threshold grid step (0.001 is the reference; 0.01 is ten times
             faster and moves the numbers by a fraction of a point).
-        roar_train, roar_epochs, roar_width: ROAR's retrained classifiers: training images,
-            epochs, base width.
+        roar_train, roar_epochs, roar_width, roar_size: ROAR's retrained classifiers: training
+            images, epochs, base width, and the side the degraded images are resized to before
+            training (``None``: the benchmark's 64 px; pixels are removed at 64 px either way).
         fewshot_ks: examples per class of the few-shot runs (``None`` = all).
         photo_steps, photo_size, photo_batch: the real-photo masker's steps, image side, batch.
     """
@@ -47,6 +48,7 @@ class Budget:
     roar_train: int
     roar_epochs: int
     roar_width: int
+    roar_size: int | None
     fewshot_ks: tuple[int | None, ...]
     photo_steps: int
     photo_size: int
@@ -74,10 +76,10 @@ class Budget:
 
 
 SMALL = Budget(name="small", n_train=16000, n_test=500, classifier_epochs=5, masker_steps=250, batch_size=32,
-               seeds=2, maxboxacc_step=0.01, roar_train=3000, roar_epochs=4, roar_width=8,
+               seeds=2, maxboxacc_step=0.01, roar_train=8000, roar_epochs=8, roar_width=8, roar_size=32,
                fewshot_ks=(1, 2, 5, 10, 50, None), photo_steps=200, photo_size=160, photo_batch=8)
 FULL = Budget(name="full", n_train=None, n_test=2000, classifier_epochs=None, masker_steps=None, batch_size=None,
-              seeds=3, maxboxacc_step=0.001, roar_train=20000, roar_epochs=8, roar_width=16,
+              seeds=3, maxboxacc_step=0.001, roar_train=20000, roar_epochs=8, roar_width=16, roar_size=None,
               fewshot_ks=(1, 2, 5, 10, 50, 125, None), photo_steps=600, photo_size=224, photo_batch=16)
 BUDGETS = {"small": SMALL, "full": FULL}
 

@@ -98,7 +98,10 @@ def run_fewshot(out: str | Path = "runs/reproduce/fewshot", budget: Budget | Non
         runs[_label(k)] = m
         log(f"K = {_label(k)}: LE {m['le']:.1f}, PxAP {m['pxap']:.1f}")
     claim = check_claim(runs)
-    results = {"budget": budget_dict(b), "config": str(cfg_path), "classifier": str(clf),
+    shown = cfg_path.resolve()
+    if shown.is_relative_to(Path.cwd()):
+        shown = shown.relative_to(Path.cwd())
+    results = {"budget": budget_dict(b), "config": str(shown), "classifier": str(clf),
                "classifier_test_accuracy": classifier_accuracy(clf), "runs": runs, "claim": claim}
     write_json(out / "results.json", results)
     (out / "report.md").write_text(fewshot_markdown(results))
@@ -122,11 +125,13 @@ def _rows(results: dict[str, Any]) -> list[list[str]]:
     for k, m in results["runs"].items():
         paper = PAPER_FEWSHOT_LE.get(int(k)) if k != "all" else None
         rows.append([k, fmt(m["le"]), fmt(m["om"]), fmt(m["f1"]), fmt(m["maxboxacc_v2"]), fmt(m["pxap"]),
-                     fmt(m.get("mask_mean", math.nan), digits=2), fmt(paper, digits=1) if paper else ""])
+                     fmt(m.get("mask_mean", math.nan), digits=2), fmt(m.get("top1", math.nan)),
+                     fmt(paper, digits=1) if paper else ""])
     return rows
 
 
-_HEADER = ["K per class", "LE", "OM", "F1", "MaxBoxAccV2", "PxAP", "mask mean", "paper LE (Fig. 1C)"]
+_HEADER = ["K per class", "LE", "OM", "F1", "MaxBoxAccV2", "PxAP", "mask mean", "classifier top-1",
+           "paper LE (Fig. 1C)"]
 
 
 def _notes(results: dict[str, Any]) -> list[str]:
@@ -138,7 +143,8 @@ def _notes(results: dict[str, Any]) -> list[str]:
     return [
         f"Recipe {results['config']}; budget `{b['name']}`: {b['masker_steps'] or 'the config' + chr(39) + 's'} "
         f"masker steps per K (the same for every K: small K cycles through its few images), {b['n_test']} test "
-        "images, 20 classes.",
+        "images, 20 classes. Classifier top-1: the accuracy of the masker's classifier after training (in CA "
+        "mode it is trained alongside on the same K images per class).",
         claim,
         "Paper numbers: LE read off Figure 1C (ImageNet, 1000 classes): " +
         ", ".join(f"K={k}: {v}" for k, v in PAPER_FEWSHOT_LE.items()) + "; reference lines: " +

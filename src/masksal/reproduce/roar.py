@@ -86,6 +86,12 @@ def _maps_for(method: str, masker: Any, images: Tensor, labels: Tensor, seed: in
     return torch.cat(parts)
 
 
+def _resize(images: Tensor, size: int) -> Tensor:
+    import torch.nn.functional as F
+
+    return F.interpolate(images, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+
+
 def _resolve_masker(out: Path, budget: Budget, masker: str | Path | None, classifier: str | Path | None,
                     overrides: Sequence[str], progress: bool, log: Log) -> Path:
     """The masker to evaluate: ``masker``, else the ablation's final row, else one trained here."""
@@ -145,18 +151,25 @@ def run_roar(out: str | Path = "runs/reproduce/roar", budget: Budget | None = No
                    _maps_for(meth, m, test.images, test.labels, seed + 1)) for meth in methods}
     runs_dir = out / "runs"
     runs_dir.mkdir(exist_ok=True)
+    # A cached retraining is reused only if it was made with the same sizes and masker.
+    setting = {"masker": str(ckpt), "roar_train": b.roar_train, "roar_epochs": b.roar_epochs,
+               "roar_width": b.roar_width, "roar_size": b.roar_size, "n_test": b.n_test, "seed": seed}
 
     def retrain(tag: str, x_train: Tensor, x_test: Tensor) -> float:
         cache = runs_dir / f"{tag}.json"
         if cache.is_file():
-            return float(json.loads(cache.read_text())["test_accuracy"])
+            saved = json.loads(cache.read_text())
+            if saved.get("setting") == setting:
+                return float(saved["test_accuracy"])
+        if b.roar_size is not None and b.roar_size != x_train.shape[-1]:
+            x_train, x_test = _resize(x_train, b.roar_size), _resize(x_test, b.roar_size)
         torch.manual_seed(seed)
         clf = create_classifier("small_resnet18", num_classes, width=b.roar_width)
         train_acc = fit_classifier(clf, x_train, train.labels, b.roar_epochs, seed=seed, progress=progress, desc=tag)
         with torch.no_grad():
             pred = torch.cat([clf(x_test[s:s + 200]).argmax(1) for s in range(0, len(x_test), 200)])
         acc = 100.0 * float((pred == test.labels).float().mean())
-        write_json(cache, {"test_accuracy": acc, "train_accuracy": train_acc})
+        write_json(cache, {"test_accuracy": acc, "train_accuracy": train_acc, "setting": setting})
         return acc
 
     jobs: list[tuple[str, float]] = [("clean", 0.0)] + [(meth, f) for meth in methods for f in fractions]
@@ -214,7 +227,9 @@ def _notes(results: dict[str, Any]) -> list[str]:
     return [f"Maps of the masker {results['masker']}, Grad-CAM (layer4, true class) and uniform random maps. Each "
             f"cell: test accuracy (%) of a small_resnet18 (width {b['roar_width']}) trained from scratch for "
             f"{b['roar_epochs']} epochs on {b['roar_train']} degraded training images, tested on {b['n_test']} "
-            "images degraded the same way (removed pixels = the training set's mean colour).",
+            "images degraded the same way (removed pixels = the training set's mean colour; pixels removed at "
+            "64 px" + (f", images then resized to {b['roar_size']} px for the retrained classifier, to fit the "
+                       "budget" if b.get("roar_size") else "") + ").",
             *results["findings"]]
 
 
