@@ -230,7 +230,11 @@ def _notes(results: dict[str, Any]) -> list[str]:
             "images degraded the same way (removed pixels = the training set's mean colour; pixels removed at "
             "64 px" + (f", images then resized to {b['roar_size']} px for the retrained classifier, to fit the "
                        "budget" if b.get("roar_size") else "") + ").",
-            *results["findings"]]
+            *results["findings"],
+            *(["Small budget: one retraining per cell, of a weak classifier (see the clean accuracy); a single "
+               "retraining's accuracy moves by several points with the seed and some runs barely leave chance, so "
+               "read these curves as a smoke test of the procedure, not as a measurement. Use --budget full."]
+              if b["name"] == "small" else [])]
 
 
 def roar_markdown(results: dict[str, Any]) -> str:
