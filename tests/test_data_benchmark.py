@@ -145,7 +145,7 @@ def test_generated_sources_respect_splits() -> None:
 def test_distractor_count_is_bounded() -> None:
     out = generate("train", 60, size=32, return_sources=True)
     count = (out["distractor_sources"] >= 0).sum(1)
-    assert out["distractor_sources"].shape == (60, 3) and count.min() == 1 and count.max() == 3
+    assert out["distractor_sources"].shape == (60, 2) and count.min() == 1 and count.max() == 2
     one = generate("train", 20, size=32, return_sources=True, max_distractors=1)
     assert one["distractor_sources"].shape == (20, 1) and (one["distractor_sources"] >= 0).all()
     none = generate("train", 20, size=32, return_sources=True, max_distractors=0)

@@ -39,8 +39,8 @@ class DataConfig:
     n_test: int = 2000
     seed: int = 0
     families: list[str] = field(default_factory=lambda: ["digits", "animals"])
-    max_distractors: int = 3
-    fresh_each_epoch: bool = False
+    max_distractors: int = 2
+    fresh_each_epoch: bool = True
     examples_per_class: int | None = None
     num_workers: int = 0
     cache_dir: str | None = "runs/cache"
@@ -67,7 +67,7 @@ class ClassifierConfig:
 class ClassifierTrainConfig:
     """Training of the classifier itself (``masksal train-classifier``): SGD + one-cycle."""
 
-    epochs: int = 5
+    epochs: int = 8
     batch_size: int = 128
     lr: float = 0.2
     momentum: float = 0.9

@@ -12,7 +12,7 @@ generated alone, in any order or in shards):
    of that class is drawn from the split's pool (train / val / test pools are disjoint);
 2. background: a random square crop (random scale and position, random flips, per-channel
    colour gains) of a random ``skimage.data`` photograph or texture, resized to ``size``;
-3. 1 to ``max_distractors`` (default 3) distractors: pieces cut from *other* source objects of
+3. 1 to ``max_distractors`` (default 2) distractors: pieces cut from *other* source objects of
    the same split, coloured and pasted anywhere; their longer side is 12-22 % of the image side
    (the object's is 35-75 %), and they are pasted first, so the object covers them and they are
    never part of the mask;
@@ -83,7 +83,7 @@ OBJECT_SIDE = (0.35, 0.75)
 ASPECT_JITTER = 0.2
 DISTRACTOR_SIDE = (0.12, 0.22)
 DISTRACTOR_PIECE = (0.35, 0.6)
-MAX_DISTRACTORS = 3
+MAX_DISTRACTORS = 2
 # Minimum luminance difference (0..255) between a pasted shape's colour and the background.
 MIN_CONTRAST = 80.0
 _FAMILY_NAMES = {"digits": DIGIT_NAMES, "animals": ANIMAL_NAMES}
