@@ -62,7 +62,7 @@ def _train(fn: Any, config: Path | None, overrides: list[str], out: Path, resume
 def demo(
     out: Annotated[Path, typer.Option(help="Output folder (cached between runs).")] = Path("runs/demo"),
     quick: Annotated[bool, typer.Option("--quick", help="Smoke run: small data, few steps (< 3 min).")] = False,
-    mode: Annotated[str, typer.Option(help="Classifier mode while training the masker: fix, ca or pool.")] = "fix",
+    mode: Annotated[str, typer.Option(help="Classifier mode while training the masker: fix, ca or pool.")] = "ca",
     quiet: QuietOpt = False,
 ) -> None:
     """Run the whole chain on the built-in benchmark and write report.html and metrics.json."""
