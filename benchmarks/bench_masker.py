@@ -102,7 +102,7 @@ def main() -> None:
 
     device_name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"CPU ({platform.processor() or 'x86_64'}"
     if dev.type == "cpu":
-        device_name += f", {torch.get_num_threads()} threads)"
+        device_name += f", {torch.get_num_threads()} thread(s))"
     print(f"device: {device_name}; batch {args.batch}, {args.size} px, small_resnet18 width {args.width}")
     print(f"{'what':34s} {'rate':>12s}  relative")
     for r in rows:
