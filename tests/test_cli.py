@@ -49,8 +49,9 @@ def test_evaluate_writes_json(ckpts, tmp_path):
 
 
 def test_benchmark_compares_methods(ckpts, tmp_path):
-    r = runner.invoke(app, ["benchmark", "--methods", f"masker:{ckpts / 'm'},centre,gradcam,rise:n_masks=20;batch_size=10",
-                            "--num-images", "16", "--metrics", "le_om_f1", "--out", str(tmp_path / "b"), "--quiet"])
+    methods = f"masker:{ckpts / 'm'},centre,gradcam,rise:n_masks=20;batch_size=10"
+    r = runner.invoke(app, ["benchmark", "--methods", methods, "--num-images", "16", "--metrics", "le_om_f1",
+                            "--out", str(tmp_path / "b"), "--quiet"])
     assert r.exit_code == 0, r.output
     res = json.loads((tmp_path / "b" / "benchmark.json").read_text())["results"]
     assert [x["method"] for x in res][1:] == ["centre", "gradcam", "rise:n_masks=20,batch_size=10"]
