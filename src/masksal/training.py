@@ -197,8 +197,8 @@ def _run_info(desc: str, run: RunOptions, amp: MixedPrecision, global_batch: int
                             "compile": run.compile, "sync_batchnorm": run.sync_batchnorm and n > 1}
     if progress and is_main_process():
         procs = f"{n} processes ({info['backend']})" if n > 1 else "1 process"
-        lr = ", ".join(f"{k.removesuffix('_lr')} {v:g}" for k, v in lrs.items())
-        tqdm.write(f"{desc}: {procs}, global batch {global_batch} ({n} x {global_batch // n}), lr {lr}, "
+        lr = ", ".join(f"{v:g}" if k == "lr" else f"{k.removesuffix('_lr')} {v:g}" for k, v in lrs.items())
+        tqdm.write(f"{desc}: {procs}, global batch {global_batch} ({n} x {global_batch // n}), learning rate {lr}, "
                    f"amp {amp.name}, sync BatchNorm {'on' if info['sync_batchnorm'] else 'off'}, "
                    f"compile {'on' if run.compile else 'off'}", file=sys.stderr)
     return info
