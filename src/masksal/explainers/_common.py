@@ -3,29 +3,16 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 from torchvision.transforms.v2 import functional as TF
 
 from masksal.classifiers import Classifier
+from masksal.classifiers import eval_mode as eval_mode  # re-exported for the explainers
 
 REFERENCE_SIZE = 224
 """Image side (pixels) at which the papers state their pixel-sized settings (blur, steps...)."""
-
-
-@contextmanager
-def eval_mode(module: nn.Module) -> Iterator[None]:
-    """Put ``module`` in eval mode and restore every submodule's own mode on exit."""
-    modes = [(m, m.training) for m in module.modules()]
-    module.eval()
-    try:
-        yield
-    finally:
-        for m, training in modes:
-            m.training = training
 
 
 def check_images(images: Tensor) -> None:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import cv2
 import numpy as np
@@ -12,6 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from masksal.classifiers import Classifier
+from masksal.classifiers import eval_mode as eval_mode  # re-exported for the metrics
 from masksal.metrics.base import Metric, check_maps, zeros
 from masksal.metrics.boxes import (
     BinarizeRule,
@@ -23,17 +22,6 @@ from masksal.metrics.boxes import (
     normalize_for_masks,
 )
 from masksal.types import Batch
-
-
-@contextmanager
-def eval_mode(module: nn.Module) -> Iterator[None]:
-    """Put ``module`` in eval mode for the block and restore its mode after."""
-    was_training = module.training
-    module.eval()
-    try:
-        yield
-    finally:
-        module.train(was_training)
 
 
 def module_device(module: nn.Module) -> torch.device:
