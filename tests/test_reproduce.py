@@ -7,8 +7,8 @@ from collections import Counter
 import pytest
 import torch
 
-from masksal.reproduce import SMALL, judge_claims, remove_top_pixels, run_ablation, run_fewshot, run_roar
-from masksal.reproduce._common import final_config_path, load_experiment
+from masksal.reproduce import SMALL, _common, judge_claims, remove_top_pixels, run_ablation, run_fewshot, run_roar
+from masksal.reproduce._common import ensure_classifier, final_config_path, load_experiment
 from masksal.training import build_dataset
 
 TINY = [
@@ -74,7 +74,7 @@ def test_claims_hold_fail_or_stay_inconclusive_by_le():
     assert judge_claims(_rows(missing))[4]["status"] == "not run"
 
 
-def test_ablation_fewshot_and_roar_run_end_to_end_and_resume(tmp_path):
+def test_ablation_fewshot_and_roar_run_end_to_end_and_resume(tmp_path, monkeypatch):
     out = tmp_path / "rep"
     res = run_ablation(out, BUDGET, rows=["both_fix", "in_only"], overrides=TINY, progress=False, log=quiet)
     assert set(res["rows"]) == {"both_fix", "in_only"}
@@ -93,6 +93,16 @@ def test_ablation_fewshot_and_roar_run_end_to_end_and_resume(tmp_path):
     assert longer["rows"]["both_fix"]["seeds"][0]["steps"] == 3  # a longer budget continues the run
     with pytest.raises(FileExistsError, match="more than"):
         run_ablation(out, BUDGET, rows=["both_fix"], steps=1, overrides=TINY, progress=False, log=quiet)
+    # A cached classifier of another recipe is never reused silently, nor overwritten.
+    with pytest.raises(FileExistsError, match=r"classifier_train.epochs \(1 vs 2\)"):
+        ensure_classifier(out, dataclasses.replace(BUDGET, classifier_epochs=2), None, False, quiet, TINY)
+    # The demo's classifier is reused when it was trained with the same recipe, and only then.
+    monkeypatch.setattr(_common, "DEMO_CLASSIFIER", out / "classifier")
+    assert ensure_classifier(tmp_path / "other", BUDGET, None, False, quiet, TINY) == out / "classifier"
+    assert not (tmp_path / "other" / "classifier").exists()
+    third = ensure_classifier(tmp_path / "third", dataclasses.replace(BUDGET, classifier_epochs=2), None, False,
+                              quiet, TINY)
+    assert third == tmp_path / "third" / "classifier" and (third / "meta.json").is_file()
 
     few = run_fewshot(out / "fewshot", BUDGET, classifier=out / "classifier", overrides=TINY, progress=False,
                       log=quiet)
@@ -108,6 +118,8 @@ def test_ablation_fewshot_and_roar_run_end_to_end_and_resume(tmp_path):
     cached = json.loads((out / "roar" / "runs" / "masker_0.5.json").read_text())
     assert cached["test_accuracy"] == roar["accuracy"]["masker"]["0.5"]
     assert "ROAR" in (out / "roar" / "report.html").read_text()
+    assert 0 <= roar["clean_accuracy_second_seed"] <= 100  # the second clean retraining: the noise estimate
+    assert "Seed-to-seed noise: two retrainings" in (out / "roar" / "report.md").read_text()
 
 
 def test_efficientnet_lite0_weights_convert_and_classify_a_cat(tmp_path):

@@ -126,3 +126,24 @@ def test_fresh_each_epoch_draws_new_benchmark_images(tmp_path):
     resumed = list(_classifier_batches(cfg, ds, 16, 3, 6, torch.device("cpu")))
     assert [b.ids for b in resumed] == [b.ids for b in batches[3:]]
     assert torch.equal(resumed[0].images, batches[3].images)
+
+
+def test_fix_masker_step_trains_the_masker_only(classifier_ckpt):
+    from masksal.masker import MaskerConfig, MaskerNet
+    from masksal.training import fix_masker_step
+    from masksal.types import Batch
+
+    cfg = load_config(None, [*TINY, "train.mode=ca"])
+    clf = load_classifier(classifier_ckpt)
+    before = clf.fingerprint()
+    x = torch.rand(4, 3, 32, 32)
+    with torch.no_grad():
+        _, feats = clf.forward_with_taps(x)
+    net = MaskerNet({t: f.shape[1] for t, f in feats.items()}, MaskerConfig(hidden=8))
+    weights = [p.detach().clone() for p in net.parameters()]
+    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
+    rec = fix_masker_step(cfg, clf, net, Batch(images=x, labels=torch.arange(4), boxes=[torch.zeros(0, 4)] * 4), opt)
+    assert {"total", "mask_mean", "clean_accuracy"} <= set(rec)
+    assert clf.fingerprint() == before  # the classifier is frozen whatever cfg.train.mode says
+    assert cfg.train.mode == "ca"  # and the caller's config is not modified
+    assert any(not torch.equal(a, b) for a, b in zip(weights, net.parameters(), strict=True))

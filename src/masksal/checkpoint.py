@@ -58,7 +58,13 @@ def _save_weights(path: Path, module: torch.nn.Module, step: int) -> None:
     atomic_write(path, lambda p: save_file(sd, str(p), metadata={"step": str(step)}))
 
 
-def _load_weights(path: Path, module: torch.nn.Module, step: int | None) -> None:
+def load_weights(path: Path, module: torch.nn.Module, step: int | None) -> None:
+    """Load a safetensors file of a checkpoint into ``module`` (every tensor must fit).
+
+    Args:
+        step: the step ``meta.json`` records; a file written at another step (an interrupted
+            save) is refused. ``None`` skips the check.
+    """
     from safetensors import safe_open
 
     if not path.is_file():
@@ -169,7 +175,7 @@ def load_classifier(ckpt: str | Path, classifier: Classifier | None = None,
     elif classifier.taps != meta.classifier.taps:
         raise ValueError(f"{ckpt}: checkpoint's classifier taps are {meta.classifier.taps}, the given "
                          f"classifier's are {classifier.taps}")
-    _load_weights(Path(ckpt) / "classifier.safetensors", classifier.model, meta.step)
+    load_weights(Path(ckpt) / "classifier.safetensors", classifier.model, meta.step)
     return classifier.to(device).eval()
 
 
@@ -188,7 +194,7 @@ def load_masker(ckpt: str | Path, classifier: Classifier | None = None,
     clf = load_classifier(ckpt, classifier, device)
     shapes = clf.tap_shapes(meta.image_size)
     net = MaskerNet({t: shapes[t][0] for t in clf.taps}, MaskerConfig(**cfg.masker.__dict__))
-    _load_weights(Path(ckpt) / "masker.safetensors", net, meta.step)
+    load_weights(Path(ckpt) / "masker.safetensors", net, meta.step)
     return Masker(clf, net.to(device)).eval()
 
 

@@ -299,14 +299,12 @@ def fit_masker(cfg: ExperimentConfig, classifier: Classifier, net: MaskerNet, im
 
     Uses the objectives, infill and optimizer settings of ``cfg`` (the masker's own config).
     """
-    # The training loop's single step, so retraining here follows exactly the recipe of `masksal train`.
-    from masksal.training import _masker_step
+    # The training loop's own step, so retraining here follows exactly the recipe of `masksal train`.
+    from masksal.training import fix_masker_step
 
     if steps <= 0:
         return
-    fix = copy.deepcopy(cfg)
-    fix.train.mode = "fix"
-    opt = torch.optim.Adam(net.parameters(), lr=fix.train.masker_lr, weight_decay=fix.train.masker_weight_decay)
+    opt = torch.optim.Adam(net.parameters(), lr=cfg.train.masker_lr, weight_decay=cfg.train.masker_weight_decay)
     was = [p.requires_grad for p in classifier.parameters()]
     classifier.requires_grad_(False)
     try:
@@ -314,7 +312,7 @@ def fit_masker(cfg: ExperimentConfig, classifier: Classifier, net: MaskerNet, im
                                            disable=not progress, leave=False, dynamic_ncols=True)):
             torch.manual_seed(seed * 1_000_003 + step)
             b = Batch(images=x, labels=y, boxes=[torch.zeros(0, 4)] * len(y))
-            _masker_step(fix, classifier, net, None, [], b, opt, None, step)
+            fix_masker_step(cfg, classifier, net, b, opt)
     finally:
         for p, r in zip(classifier.parameters(), was, strict=True):
             p.requires_grad_(r)

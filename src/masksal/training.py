@@ -391,9 +391,9 @@ def train_masker(cfg: ExperimentConfig, out: str | Path, resume: bool = False, p
     amp = MixedPrecision(run.amp, device)
     pool: list[dict[str, Tensor]] = []
     if start > 0:
-        from masksal.checkpoint import _load_weights
+        from masksal.checkpoint import load_weights
 
-        _load_weights(out / "masker.safetensors", net, start)
+        load_weights(out / "masker.safetensors", net, start)
         state = load_train_state(out)
         opt_m.load_state_dict(state["masker_optimizer"])
         if opt_c is not None:
@@ -476,6 +476,20 @@ class _Forwards:
     taps: Callable[[Tensor], tuple[Tensor, dict[str, Tensor]]]
     judge: Callable[[Tensor], Tensor]
     masker: Callable[[dict[str, Tensor], tuple[int, int]], Tensor]
+
+
+def fix_masker_step(cfg: ExperimentConfig, classifier: Classifier, net: MaskerNet, batch: Batch,
+                    optimizer: torch.optim.Optimizer) -> dict[str, float]:
+    """One masker training step against a frozen ``classifier`` (FIX mode), with the objectives,
+    infill and gradient clipping of ``cfg``: the step ``masksal train`` takes, for callers that
+    drive their own loop (the sanity checks' retraining on a randomized classifier).
+
+    Returns the step's log record (loss terms, mask mean, accuracies in %).
+    """
+    if cfg.train.mode != "fix":
+        cfg = copy.deepcopy(cfg)
+        cfg.train.mode = "fix"
+    return _masker_step(cfg, classifier, net, None, [], batch, optimizer, None, 0)
 
 
 def _masker_step(cfg: ExperimentConfig, clf: Classifier, net: MaskerNet, snapshot: Classifier | None,

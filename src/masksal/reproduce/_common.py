@@ -75,11 +75,11 @@ class Budget:
         return out
 
 
-SMALL = Budget(name="small", n_train=16000, n_test=500, classifier_epochs=5, masker_steps=250, batch_size=32,
-               seeds=2, maxboxacc_step=0.01, roar_train=8000, roar_epochs=8, roar_width=8, roar_size=32,
+SMALL = Budget(name="small", n_train=None, n_test=500, classifier_epochs=None, masker_steps=250, batch_size=32,
+               seeds=2, maxboxacc_step=0.01, roar_train=40000, roar_epochs=6, roar_width=8, roar_size=None,
                fewshot_ks=(1, 2, 5, 10, 50, None), photo_steps=200, photo_size=160, photo_batch=8)
 FULL = Budget(name="full", n_train=None, n_test=2000, classifier_epochs=None, masker_steps=None, batch_size=None,
-              seeds=3, maxboxacc_step=0.001, roar_train=20000, roar_epochs=8, roar_width=16, roar_size=None,
+              seeds=3, maxboxacc_step=0.001, roar_train=40000, roar_epochs=10, roar_width=16, roar_size=None,
               fewshot_ks=(1, 2, 5, 10, 50, 125, None), photo_steps=600, photo_size=224, photo_batch=16)
 BUDGETS = {"small": SMALL, "full": FULL}
 
@@ -122,11 +122,52 @@ def stage_done(ckpt: Path, steps: int | None = None) -> bool:
     return (ckpt / "metrics.json").is_file()
 
 
+# Settings that do not change the weights a classifier run produces (evaluation sizes, cache
+# folders, loader workers, which layers a masker taps later).
+_NOT_RECIPE = {"data": ("n_val", "n_test", "cache_dir", "num_workers"), "classifier": ("taps",)}
+
+
+def classifier_recipe(cfg: ExperimentConfig) -> dict[str, Any]:
+    """What decides the weights of a trained classifier: data, architecture, training, seed."""
+    d = cfg.to_dict()
+    out: dict[str, Any] = {}
+    for section in ("data", "classifier", "classifier_train"):
+        out[section] = {k: v for k, v in d[section].items() if k not in _NOT_RECIPE.get(section, ())}
+    out["seed"] = d["train"]["seed"]
+    return out
+
+
+def _recipe_difference(ckpt: Path, cfg: ExperimentConfig) -> list[str]:
+    """``section.key`` of every recipe setting where the checkpoint ``ckpt`` differs from ``cfg``."""
+    from masksal.checkpoint import load_config_of
+
+    saved, wanted = classifier_recipe(load_config_of(ckpt)), classifier_recipe(cfg)
+    diff = [f"seed ({saved['seed']} vs {wanted['seed']})"] if saved["seed"] != wanted["seed"] else []
+    for section in ("data", "classifier", "classifier_train"):
+        for k in sorted(set(saved[section]) | set(wanted[section])):
+            if saved[section].get(k) != wanted[section].get(k):
+                diff.append(f"{section}.{k} ({saved[section].get(k)!r} vs {wanted[section].get(k)!r})")
+    return diff
+
+
+# Where `masksal demo` writes its classifier: trained with the same recipe as the small budget's,
+# so a user who ran the demo first does not train it a second time.
+DEMO_CLASSIFIER = Path("runs/demo/classifier")
+
+
 def ensure_classifier(out: Path, budget: Budget, classifier: str | Path | None, progress: bool, log: Log,
                       overrides: Sequence[str] = ()) -> Path:
-    """The classifier checkpoint every row starts from: ``classifier`` if given, else trained once
-    (resumable) into ``out / "classifier"`` with the data section of ``configs/final.yaml``
-    (plus ``overrides``)."""
+    """The classifier checkpoint every row starts from.
+
+    ``classifier`` if given; else a finished classifier in ``out / "classifier"`` or the demo's
+    (``runs/demo/classifier``) trained with exactly this budget's recipe; else one trained
+    (resumable) into ``out / "classifier"`` with the data section of ``configs/final.yaml`` plus
+    the budget's sizes and ``overrides``.
+
+    Raises:
+        FileExistsError: ``out / "classifier"`` holds a classifier trained with another recipe
+            (it is never overwritten: delete it, or pass it as ``classifier``).
+    """
     from masksal.training import train_classifier
 
     if classifier is not None:
@@ -135,11 +176,19 @@ def ensure_classifier(out: Path, budget: Budget, classifier: str | Path | None, 
             raise FileNotFoundError(f"{path}: not a classifier checkpoint directory (no meta.json)")
         log(f"classifier: using {path}")
         return path
-    path = out / "classifier"
-    if stage_done(path):
-        log(f"classifier: reusing {path}")
-        return path
     cfg = load_experiment(final_config_path(), [*budget.data_overrides(), *overrides, "name=reproduce-classifier"])
+    path = out / "classifier"
+    if (path / "meta.json").is_file():
+        diff = _recipe_difference(path, cfg)
+        if diff:
+            raise FileExistsError(f"{path} holds a classifier trained with other settings (saved vs this budget: "
+                                  f"{'; '.join(diff[:4])}): delete it, or pass --classifier {path} to use it")
+        if stage_done(path):
+            log(f"classifier: reusing {path}")
+            return path
+    elif stage_done(DEMO_CLASSIFIER) and not _recipe_difference(DEMO_CLASSIFIER, cfg):
+        log(f"classifier: reusing the demo's {DEMO_CLASSIFIER} (trained with the same recipe)")
+        return DEMO_CLASSIFIER
     log(f"classifier: training {cfg.classifier.arch} on {cfg.data.n_train} images for "
         f"{cfg.classifier_train.epochs} epochs into {path}")
     res = train_classifier(cfg, path, resume=(path / "meta.json").is_file(), progress=progress)

@@ -155,7 +155,7 @@ def run_roar(out: str | Path = "runs/reproduce/roar", budget: Budget | None = No
     setting = {"masker": str(ckpt), "roar_train": b.roar_train, "roar_epochs": b.roar_epochs,
                "roar_width": b.roar_width, "roar_size": b.roar_size, "n_test": b.n_test, "seed": seed}
 
-    def retrain(tag: str, x_train: Tensor, x_test: Tensor) -> float:
+    def retrain(tag: str, x_train: Tensor, x_test: Tensor, run_seed: int = seed) -> float:
         cache = runs_dir / f"{tag}.json"
         if cache.is_file():
             saved = json.loads(cache.read_text())
@@ -163,23 +163,31 @@ def run_roar(out: str | Path = "runs/reproduce/roar", budget: Budget | None = No
                 return float(saved["test_accuracy"])
         if b.roar_size is not None and b.roar_size != x_train.shape[-1]:
             x_train, x_test = _resize(x_train, b.roar_size), _resize(x_test, b.roar_size)
-        torch.manual_seed(seed)
+        torch.manual_seed(run_seed)
         clf = create_classifier("small_resnet18", num_classes, width=b.roar_width)
-        train_acc = fit_classifier(clf, x_train, train.labels, b.roar_epochs, seed=seed, progress=progress, desc=tag)
+        train_acc = fit_classifier(clf, x_train, train.labels, b.roar_epochs, seed=run_seed, progress=progress,
+                                   desc=tag)
         with torch.no_grad():
             pred = torch.cat([clf(x_test[s:s + 200]).argmax(1) for s in range(0, len(x_test), 200)])
         acc = 100.0 * float((pred == test.labels).float().mean())
         write_json(cache, {"test_accuracy": acc, "train_accuracy": train_acc, "setting": setting})
         return acc
 
-    jobs: list[tuple[str, float]] = [("clean", 0.0)] + [(meth, f) for meth in methods for f in fractions]
+    # The clean data is retrained twice (a second seed): the gap between the two is the noise of
+    # one retraining, against which the gaps between the curves are read.
+    jobs: list[tuple[str, float]] = [("clean", 0.0), ("clean_seed2", 0.0)] + [(meth, f) for meth in methods
+                                                                              for f in fractions]
     accuracy: dict[str, dict[str, float]] = {meth: {} for meth in methods}
     examples: dict[str, list[np.ndarray]] = {meth: [] for meth in methods}
-    clean = math.nan
+    clean = clean_again = math.nan
     for meth, f in tqdm(jobs, desc="ROAR retrainings", disable=not progress, dynamic_ncols=True):
         if meth == "clean":
             clean = retrain("clean", train.images, test.images)
             log(f"clean: test accuracy {clean:.1f}%")
+            continue
+        if meth == "clean_seed2":
+            clean_again = retrain("clean_seed2", train.images, test.images, seed + 1)
+            log(f"clean, second seed: test accuracy {clean_again:.1f}%")
             continue
         tr_maps, te_maps = maps[meth]
         x_train = remove_top_pixels(train.images, tr_maps, f, fill, seed)
@@ -189,8 +197,8 @@ def run_roar(out: str | Path = "runs/reproduce/roar", budget: Budget | None = No
         accuracy[meth][f"{f:.1f}"] = acc
         log(f"{meth}, {100 * f:.0f}% removed: test accuracy {acc:.1f}%")
     results = {"budget": budget_dict(b), "masker": str(ckpt), "methods": list(methods),
-               "fractions": list(fractions), "clean_accuracy": clean, "accuracy": accuracy,
-               "findings": findings(accuracy, clean)}
+               "fractions": list(fractions), "clean_accuracy": clean, "clean_accuracy_second_seed": clean_again,
+               "accuracy": accuracy, "findings": findings(accuracy, clean, abs(clean - clean_again))}
     write_json(out / "results.json", results)
     (out / "report.md").write_text(roar_markdown(results))
     write_roar_html(out / "report.html", results, test.images[0].permute(1, 2, 0).numpy(), examples)
@@ -198,8 +206,12 @@ def run_roar(out: str | Path = "runs/reproduce/roar", budget: Budget | None = No
     return results
 
 
-def findings(accuracy: dict[str, dict[str, float]], clean: float) -> list[str]:
-    """One sentence per method: does removing its top pixels hurt more than removing random ones?"""
+def findings(accuracy: dict[str, dict[str, float]], clean: float, noise: float = math.nan) -> list[str]:
+    """One sentence per method: does removing its top pixels hurt more than removing random ones?
+
+    ``noise``: accuracy gap between two retrainings on the same data (different seeds); a method
+    is said to beat random removal only where its mean gap exceeds it.
+    """
     out = []
     rand = accuracy.get("random")
     for meth, accs in accuracy.items():
@@ -207,8 +219,13 @@ def findings(accuracy: dict[str, dict[str, float]], clean: float) -> list[str]:
             continue
         below = [f for f in accs if f in rand and accs[f] < rand[f]]
         mean_gap = float(np.mean([rand[f] - accs[f] for f in accs if f in rand])) if accs else math.nan
+        verdict = ""
+        if np.isfinite(noise) and np.isfinite(mean_gap):
+            verdict = (" Beyond the seed-to-seed noise: its pixels carry more of the evidence than random ones."
+                       if mean_gap > noise else " Within the seed-to-seed noise: not distinguishable from random.")
         out.append(f"{meth}: accuracy below random removal at {len(below)} of {len(accs)} fractions "
-                   f"(mean gap {mean_gap:+.1f} points; positive = the method's pixels carry more of the evidence).")
+                   f"(mean gap {mean_gap:+.1f} points; positive = the method's pixels carry more of the evidence)."
+                   + verdict)
     return out
 
 
@@ -230,11 +247,18 @@ def _notes(results: dict[str, Any]) -> list[str]:
             "images degraded the same way (removed pixels = the training set's mean colour; pixels removed at "
             "64 px" + (f", images then resized to {b['roar_size']} px for the retrained classifier, to fit the "
                        "budget" if b.get("roar_size") else "") + ").",
+            _noise_note(results),
             *results["findings"],
-            *(["Small budget: one retraining per cell, of a weak classifier (see the clean accuracy); a single "
-               "retraining's accuracy moves by several points with the seed and some runs barely leave chance, so "
-               "read these curves as a smoke test of the procedure, not as a measurement. Use --budget full."]
-              if b["name"] == "small" else [])]
+            *(["Small budget: one retraining per cell, so the curves carry the noise of a single run; "
+               "--budget full trains wider classifiers for longer."] if b["name"] == "small" else [])]
+
+
+def _noise_note(results: dict[str, Any]) -> str:
+    a, b = results["clean_accuracy"], results.get("clean_accuracy_second_seed", math.nan)
+    if not np.isfinite(b):
+        return "The clean data was retrained once: no estimate of the seed-to-seed noise."
+    return (f"Seed-to-seed noise: two retrainings on the clean data reached {a:.1f}% and {b:.1f}% "
+            f"(gap {abs(a - b):.1f} points).")
 
 
 def roar_markdown(results: dict[str, Any]) -> str:
@@ -251,6 +275,10 @@ def plot_roar(results: dict[str, Any]) -> np.ndarray:
         xs = [0.0] + [float(f) for f in accs]
         ys = [results["clean_accuracy"]] + list(accs.values())
         ax.plot([100 * x for x in xs], ys, marker="o", ls="--" if meth == "random" else "-", label=meth)
+        noise = abs(results["clean_accuracy"] - results.get("clean_accuracy_second_seed", math.nan))
+        if meth == "random" and np.isfinite(noise):
+            ax.fill_between([100 * x for x in xs], [y - noise for y in ys], [y + noise for y in ys], alpha=0.15,
+                            color="grey", label="random ± seed-to-seed gap")
     ax.set_xlabel("pixels removed (%)")
     ax.set_ylabel("test accuracy after retraining (%)")
     ax.legend()
