@@ -74,15 +74,36 @@ def test_claims_hold_fail_or_stay_inconclusive_by_le():
     assert judge_claims(_rows(missing))[4]["status"] == "not run"
 
 
+def test_paper_numbers_file_is_validated_and_names_itself(tmp_path):
+    from masksal.reproduce.ablation import load_paper_numbers
+
+    good = tmp_path / "paper.yaml"
+    good.write_text("source: Table 1 of the paper\nrows:\n  in_only: {le: 61.5, sm: 0.4}\n")
+    assert load_paper_numbers(good) == ({"in_only": {"le": 61.5, "sm": 0.4}}, "Table 1 of the paper")
+    for text, message in [("source: x\nrows: {nope: {le: 1}}\n", "unknown row 'nope'"),
+                          ("source: x\nrows: {in_only: {le: high}}\n", "must be a number"),
+                          ("source: x\nrows: {in_only: {acc: 3}}\n", "must map some of le, om, f1, sm"),
+                          ("rows: {in_only: {le: 3}}\n", "source:")]:
+        bad = tmp_path / "bad.yaml"
+        bad.write_text(text)
+        with pytest.raises(ValueError, match=message) as info:
+            load_paper_numbers(bad)
+        assert str(bad) in str(info.value) and "\n" not in str(info.value)
+
+
 def test_ablation_fewshot_and_roar_run_end_to_end_and_resume(tmp_path, monkeypatch):
     out = tmp_path / "rep"
-    res = run_ablation(out, BUDGET, rows=["both_fix", "in_only"], overrides=TINY, progress=False, log=quiet)
+    paper = tmp_path / "paper.yaml"
+    paper.write_text("source: a test's own numbers\nrows:\n  in_only: {le: 61.25}\n")
+    res = run_ablation(out, BUDGET, rows=["both_fix", "in_only"], overrides=TINY, paper_numbers=paper,
+                       progress=False, log=quiet)
     assert set(res["rows"]) == {"both_fix", "in_only"}
     for r in res["rows"].values():
         assert {"le", "om", "f1", "maxboxacc_v2", "pxap", "sm"} <= set(r["mean"])
     md = (out / "report.md").read_text()
     assert "| both_fix |" in md and "Using both masked-in and masked-out objectives" in md
     assert "not run" in md  # claims about rows that were not trained
+    assert "| 61.25 |" in md and "a test's own numbers" in md  # the paper's numbers given in a file
     assert (out / "report.html").is_file()
     messages: list[str] = []
     again = run_ablation(out, BUDGET, rows=["both_fix", "in_only"], overrides=TINY, progress=False,

@@ -336,6 +336,9 @@ def reproduce_ablation(
         help="Classifier checkpoint to start from (e.g. runs/demo/classifier); default: trained once.")] = None,
     rows: Annotated[str | None, typer.Option(help="Comma-separated subset of the rows.")] = None,
     steps: Annotated[int | None, typer.Option(help="Masker steps per row (overrides the budget).")] = None,
+    paper_numbers: Annotated[Path | None, typer.Option(
+        help="YAML of the paper's numbers per row (rows: {row: {le, om, f1, sm}}, source: ...) for the "
+             "report's paper columns.")] = None,
     set_: SetOpt = None,
     threads: ThreadsOpt = 0,
     quiet: QuietOpt = False,
@@ -347,7 +350,7 @@ def reproduce_ablation(
     try:
         run_ablation(out, get_budget(budget), seeds=seeds, classifier=classifier,
                      rows=[r.strip() for r in rows.split(",") if r.strip()] if rows else None, steps=steps,
-                     overrides=set_ or [], progress=not quiet, log=typer.echo)
+                     overrides=set_ or [], paper_numbers=paper_numbers, progress=not quiet, log=typer.echo)
     except KeyboardInterrupt:
         _reproduce_interrupted(out)
     except USER_ERRORS as e:

@@ -79,6 +79,42 @@ PAPER_SOURCE = ("Paper column: the final CA model on ImageNet validation as prin
                 "left empty.")
 
 
+PAPER_KEYS = ("le", "om", "f1", "sm")
+
+
+def load_paper_numbers(path: str | Path) -> tuple[dict[str, dict[str, float]], str]:
+    """Read the paper's numbers for the report from a YAML file.
+
+    The file holds ``rows: {row: {le: .., om: .., f1: .., sm: ..}}`` (any subset of rows and
+    metrics) and ``source:``, one sentence saying where the numbers come from (it is printed
+    above the table). Its rows replace the built-in ones (:data:`PAPER`).
+
+    Raises:
+        ValueError: unknown row or metric, a value that is not a number, or no ``source``.
+    """
+    import yaml
+
+    path = Path(path)
+    try:
+        doc = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as e:
+        raise ValueError(f"{path}: cannot read the paper's numbers ({e.__class__.__name__}: {e})") from e
+    if not isinstance(doc, dict) or not isinstance(doc.get("rows"), dict) or not str(doc.get("source", "")).strip():
+        raise ValueError(f"{path}: expected a mapping with 'rows: {{row: {{le: .., om: .., f1: .., sm: ..}}}}' and "
+                         "'source: <where the numbers come from>'")
+    rows: dict[str, dict[str, float]] = {}
+    for row, vals in doc["rows"].items():
+        if row not in ROW_NAMES:
+            raise ValueError(f"{path}: unknown row {row!r}; rows: {', '.join(ROW_NAMES)}")
+        if not isinstance(vals, dict) or not set(vals) <= set(PAPER_KEYS):
+            raise ValueError(f"{path}: row {row!r} must map some of {', '.join(PAPER_KEYS)} to numbers")
+        try:
+            rows[row] = {k: float(v) for k, v in vals.items()}
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"{path}: row {row!r}: every value must be a number ({e})") from e
+    return rows, str(doc["source"]).strip()
+
+
 @dataclass(frozen=True)
 class Claim:
     """A qualitative claim of the paper: ``better`` beats (or matches) every row of ``others`` on LE.
@@ -129,8 +165,8 @@ def _row_dir(out: Path, row: str, seed: int) -> Path:
 
 def run_ablation(out: str | Path = "runs/reproduce", budget: Budget | None = None, seeds: int | None = None,
                  classifier: str | Path | None = None, rows: Sequence[str] | None = None,
-                 steps: int | None = None, overrides: Sequence[str] = (), progress: bool = True,
-                 log: Log = print) -> dict[str, Any]:
+                 steps: int | None = None, overrides: Sequence[str] = (), paper_numbers: str | Path | None = None,
+                 progress: bool = True, log: Log = print) -> dict[str, Any]:
     """Train and evaluate every ablation row; write ``report.md``, ``report.html``, ``results.json``.
 
     Args:
@@ -142,6 +178,8 @@ def run_ablation(out: str | Path = "runs/reproduce", budget: Budget | None = Non
         steps: masker steps per row, overriding the budget's.
         overrides: ``section.key=value`` settings applied to every row and to the classifier
             (after the budget's).
+        paper_numbers: a YAML file of the paper's numbers for the report's paper columns (see
+            :func:`load_paper_numbers`); its rows replace the built-in ones.
         progress: progress bars.
 
     Returns:
@@ -159,11 +197,17 @@ def run_ablation(out: str | Path = "runs/reproduce", budget: Budget | None = Non
     unknown = [r for r in names if r not in ROW_NAMES]
     if unknown:
         raise ValueError(f"unknown ablation row(s) {unknown}; rows: {', '.join(ROW_NAMES)}")
+    paper, paper_source = dict(PAPER), PAPER_SOURCE
+    if paper_numbers is not None:  # read before any training, so a bad file fails at once
+        extra, source = load_paper_numbers(paper_numbers)
+        paper.update(extra)
+        paper_source = f"{PAPER_SOURCE} Added from {paper_numbers}: {source}"
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     clf = ensure_classifier(out, b, classifier, progress, log, overrides)
     results: dict[str, Any] = {"budget": budget_dict(b), "seeds": n_seeds, "classifier": str(clf),
-                               "classifier_test_accuracy": classifier_accuracy(clf), "rows": {}}
+                               "classifier_test_accuracy": classifier_accuracy(clf), "rows": {},
+                               "paper": paper, "paper_source": paper_source}
     jobs = [(r, s) for r in names for s in range(n_seeds)]
     bar = tqdm(jobs, desc="ablation rows", unit="run", disable=not progress, dynamic_ncols=True)
     for row, seed in bar:
@@ -233,16 +277,16 @@ def judge_claims(rows: dict[str, Any]) -> list[dict[str, Any]]:
 
 def _table_rows(results: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     header = ["row", "what it changes", *[METRIC_NAMES[k] for k in METRIC_KEYS], "mask mean",
-              *[f"paper {METRIC_NAMES[k]}" for k in ("le", "om", "f1", "sm")]]
+              *[f"paper {METRIC_NAMES[k]}" for k in PAPER_KEYS]]
     body = []
     titles = {r.name: r.title for r in ROWS}
     for name, r in results["rows"].items():
         mean, std = r["mean"], r["std"]
         cells = [fmt(mean.get(k, math.nan), std.get(k, math.nan), 3 if k == "sm" else 1) for k in METRIC_KEYS]
-        paper = PAPER.get(name, {})
+        paper = results.get("paper", PAPER).get(name, {})
         body.append([name, titles.get(name, name), *cells, fmt(mean.get("mask_mean", math.nan), digits=2),
                      *[fmt(paper[k], digits=3 if k == "sm" else 2) if k in paper else ""
-                       for k in ("le", "om", "f1", "sm")]])
+                       for k in PAPER_KEYS]])
     return header, body
 
 
@@ -268,7 +312,7 @@ def _preamble(results: dict[str, Any]) -> list[str]:
         "LE, OM: % (lower is better; box from the largest connected component of the map above its mean, hit if "
         "IoU > 0.5). F1: % (mask vs box). MaxBoxAccV2, PxAP: % (wsolevaluation; MaxBoxAcc threshold step "
         f"{b['maxboxacc_step']}). SM: saliency metric (lower is better).",
-        PAPER_SOURCE,
+        results.get("paper_source", PAPER_SOURCE),
     ]
 
 
