@@ -331,7 +331,7 @@ def _set_threads(threads: int) -> None:
 def reproduce_ablation(
     out: Annotated[Path, typer.Option(help="Output folder (rows are reused).")] = Path("runs/reproduce"),
     budget: BudgetOpt = "small",
-    seeds: Annotated[int | None, typer.Option(help="Seeds per row (default: 2 small, 3 full).")] = None,
+    seeds: Annotated[int | None, typer.Option(help="Seeds per row (default: 3, the budget's).")] = None,
     classifier: Annotated[Path | None, typer.Option(
         help="Classifier checkpoint to start from (e.g. runs/demo/classifier); default: trained once.")] = None,
     rows: Annotated[str | None, typer.Option(help="Comma-separated subset of the rows.")] = None,

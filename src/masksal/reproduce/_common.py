@@ -76,7 +76,7 @@ class Budget:
 
 
 SMALL = Budget(name="small", n_train=None, n_test=500, classifier_epochs=None, masker_steps=250, batch_size=32,
-               seeds=2, maxboxacc_step=0.01, roar_train=40000, roar_epochs=6, roar_width=8, roar_size=None,
+               seeds=3, maxboxacc_step=0.01, roar_train=40000, roar_epochs=6, roar_width=8, roar_size=None,
                fewshot_ks=(1, 2, 5, 10, 50, None), photo_steps=200, photo_size=160, photo_batch=8)
 FULL = Budget(name="full", n_train=None, n_test=2000, classifier_epochs=None, masker_steps=None, batch_size=None,
               seeds=3, maxboxacc_step=0.001, roar_train=40000, roar_epochs=10, roar_width=16, roar_size=None,
