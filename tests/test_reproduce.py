@@ -91,6 +91,21 @@ def test_paper_numbers_file_is_validated_and_names_itself(tmp_path):
         assert str(bad) in str(info.value) and "\n" not in str(info.value)
 
 
+def test_fewshot_claim_weighs_the_gap_against_the_seed_spread():
+    from masksal.reproduce.fewshot import check_claim
+
+    def runs(le10, sd10, le_all, sd_all):
+        return {"10": {"mean": {"le": le10}, "std": {"le": sd10}},
+                "all": {"mean": {"le": le_all}, "std": {"le": sd_all}}}
+
+    assert check_claim(runs(20.5, 1.0, 20.0, 1.0))["status"] == "holds"  # within one point
+    assert check_claim(runs(23.0, 0.5, 20.0, 0.4))["status"] == "does not hold"  # 3 > 1 + 2 * 0.5
+    assert check_claim(runs(23.0, 1.5, 20.0, 0.4))["status"] == "inconclusive"  # 3 <= 1 + 2 * 1.5
+    one_seed = check_claim(runs(22.0, float("nan"), 20.0, float("nan")))
+    assert one_seed["status"] == "does not hold" and one_seed["seed_spread"] == 0.0
+    assert check_claim({"all": {}})["status"] == "not run"
+
+
 def test_ablation_fewshot_and_roar_run_end_to_end_and_resume(tmp_path, monkeypatch):
     out = tmp_path / "rep"
     paper = tmp_path / "paper.yaml"
@@ -125,10 +140,14 @@ def test_ablation_fewshot_and_roar_run_end_to_end_and_resume(tmp_path, monkeypat
                               quiet, TINY)
     assert third == tmp_path / "third" / "classifier" and (third / "meta.json").is_file()
 
-    few = run_fewshot(out / "fewshot", BUDGET, classifier=out / "classifier", overrides=TINY, progress=False,
-                      log=quiet)
+    few = run_fewshot(out / "fewshot", BUDGET, classifier=out / "classifier", seeds=2, overrides=TINY,
+                      progress=False, log=quiet)
     assert list(few["runs"]) == ["1", "3", "all"]
     assert [r["images_per_class"] for r in few["runs"].values()] == [1, 3, 6]
+    for r in few["runs"].values():  # two seeds per K, summarized
+        assert len(r["seeds"]) == 2
+        assert r["mean"]["le"] == pytest.approx((r["seeds"][0]["le"] + r["seeds"][1]["le"]) / 2)
+    assert (out / "fewshot" / "k3" / "seed1" / "eval.json").is_file()
     assert few["claim"]["status"] == "not run"  # K = 10 was not trained
     assert "Figure 1C" in (out / "fewshot" / "report.md").read_text()
 

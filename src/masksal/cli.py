@@ -363,6 +363,7 @@ def reproduce_fewshot(
     budget: BudgetOpt = "small",
     classifier: Annotated[Path | None, typer.Option(help="Classifier checkpoint; default: trained once.")] = None,
     config: ConfigOpt = None,
+    seeds: Annotated[int | None, typer.Option(help="Seeds per K (default: 3, the budget's).")] = None,
     steps: Annotated[int | None, typer.Option(help="Masker steps per K (overrides the budget).")] = None,
     set_: SetOpt = None,
     threads: ThreadsOpt = 0,
@@ -373,7 +374,7 @@ def reproduce_fewshot(
 
     _set_threads(threads)
     try:
-        run_fewshot(out, get_budget(budget), classifier=classifier, config=config, steps=steps,
+        run_fewshot(out, get_budget(budget), classifier=classifier, config=config, seeds=seeds, steps=steps,
                     overrides=set_ or [], progress=not quiet, log=typer.echo)
     except KeyboardInterrupt:
         _reproduce_interrupted(out)
