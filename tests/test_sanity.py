@@ -136,3 +136,6 @@ def test_sanity_checks_run_end_to_end_on_a_tiny_masker(tmp_path):
     assert saved["units"] == UNITS
     html = (tmp_path / "out" / "report.html").read_text()
     assert "Cascading randomization" in html and "Data randomization" in html
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert f"| masker | {top['masker']['spearman']:.2f} |" in md  # the fc column of the cascading table
+    assert "| shuffled labels |" in md

@@ -338,7 +338,7 @@ class SanityBudget:
 
     n_images: int = 64
     retrain_steps: int = 0
-    retrain_images: int = 2000
+    retrain_images: int = 8000
     data_epochs: int = 10
     data_masker_steps: int = 100
     batch_size: int = 32
@@ -455,8 +455,9 @@ def run_sanity_checks(
                                                             device, progress, log)
     results["seconds"] = time.time() - t0
     (out / "results.json").write_text(json.dumps(results, indent=2))
+    (out / "report.md").write_text(sanity_markdown(results))
     report = write_sanity_report(out, results, test, reference, examples)
-    log(f"sanity report: {report.resolve()}")
+    log(f"sanity report: {report.resolve()} and report.md")
     return results
 
 
@@ -523,6 +524,38 @@ def plot_randomization(results: dict[str, Any], kind: str) -> np.ndarray:
     fig.suptitle(f"{kind} randomization (top unit first)", fontsize=10)
     fig.tight_layout()
     return figure_to_array(fig)
+
+
+def sanity_markdown(results: dict[str, Any], score: str = "spearman") -> str:
+    """The numbers of the report as Markdown: one table per randomization (methods x units, in the
+    order the units were randomized) and the data randomization table."""
+    from masksal.reproduce._common import markdown_table
+
+    def cell(v: float) -> str:
+        return f"{v:.2f}"
+
+    b = results["budget"]
+    parts = ["# Sanity checks (Adebayo et al. 2018)", "",
+             f"Checkpoint {results['checkpoint']}, {b['n_images']} test images. {_LABELS[score]} similarity between "
+             "the maps of the original and of the randomized classifier (1 = unchanged, about 0 = unrelated).", ""]
+    for kind, order in (("cascading", "cumulatively, from the top"), ("independent", "one unit at a time")):
+        rows = results.get(kind) or {}
+        if not rows:
+            continue
+        units = list(rows)
+        methods = list(rows[units[0]])
+        parts += [f"## {kind.capitalize()} randomization ({order})", "",
+                  markdown_table(["method", *units], [[m, *[cell(rows[u][m][score]) for u in units]] for m in methods])]
+    dr = results.get("data_randomization")
+    if dr:
+        methods = list(dr["true_labels"]["similarity"])
+        parts += ["## Data randomization", "",
+                  "Classifiers trained with the same small budget on true labels (the control) and on shuffled "
+                  "labels; read the shuffled row against the control, not against 1.", "",
+                  markdown_table(["labels", "train acc (%)", "test acc (%)", *methods],
+                                 [[name.replace("_", " "), f"{d['train_accuracy']:.1f}", f"{d['test_accuracy']:.1f}",
+                                   *[cell(d["similarity"][m][score]) for m in methods]] for name, d in dr.items()])]
+    return "\n".join(parts)
 
 
 def write_sanity_report(out: Path, results: dict[str, Any], test: Batch, reference: dict[str, np.ndarray],
