@@ -91,6 +91,19 @@ def test_paper_numbers_file_is_validated_and_names_itself(tmp_path):
         assert str(bad) in str(info.value) and "\n" not in str(info.value)
 
 
+def test_claims_are_also_judged_on_maxboxacc_and_pxap_where_higher_is_better():
+    rows = {name: {"mean": {"le": le, "pxap": 50.0, "maxboxacc_v2": 70.0},
+                   "std": {"le": 0.5, "pxap": 0.5, "maxboxacc_v2": 0.5}}
+            for name, le in {"both_fix": 20.0, "all_stages": 20.5}.items()}
+    rows["all_stages"]["mean"]["pxap"] = 60.0  # all stages: much better PxAP, same LE
+    top = next(c for c in judge_claims(rows) if c["claim"].startswith("Reading only the top stages"))
+    assert top["status"] == "holds"  # on LE, within the tolerance
+    assert top["by_metric"] == {"maxboxacc_v2": "holds", "pxap": "does not hold"}
+    no_pxap = {n: {"mean": {"le": r["mean"]["le"]}, "std": {"le": 0.5}} for n, r in rows.items()}
+    c = next(c for c in judge_claims(no_pxap) if c["claim"].startswith("Reading only the top stages"))
+    assert c["by_metric"] == {"maxboxacc_v2": "not measured", "pxap": "not measured"}
+
+
 def test_fewshot_claim_weighs_the_gap_against_the_seed_spread():
     from masksal.reproduce.fewshot import check_claim
 
