@@ -27,7 +27,7 @@ class Budget:
         n_train, n_test: benchmark images for training and for the test split.
         classifier_epochs: epochs of the shared classifier.
         masker_steps, batch_size: masker training steps and batch size per row.
-        seeds: default number of seeds per ablation row.
+        seeds: default number of seeds per ablation row and per few-shot K.
         maxboxacc_step: MaxBoxAcc threshold grid step (0.001 is the reference; 0.01 is ten times
             faster and moves the numbers by a fraction of a point).
         roar_train, roar_epochs, roar_width, roar_size: ROAR's retrained classifiers: training
