@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from masksal.demo import DemoPlan, run_demo
 
 TINY = DemoPlan(n_train=100, n_test=48, classifier_epochs=1, masker_steps=4, overrides=(
@@ -23,3 +25,23 @@ def test_demo_writes_metrics_and_report_and_reuses_its_cache(tmp_path):
     again = run_demo(tmp_path, plan=TINY, progress=False, log=lines.append)
     assert any("classifier: reusing" in x for x in lines) and any("masker: reusing" in x for x in lines)
     assert again["masker_LE"] == m["masker_LE"]
+    # Another plan never reuses or resumes these stages (a quick run followed by the full one).
+    longer = DemoPlan(**{**TINY.__dict__, "classifier_epochs": 2})
+    with pytest.raises(FileExistsError, match=r"classifier_train.epochs \(1 vs 2\)"):
+        run_demo(tmp_path, plan=longer, progress=False, log=lines.append)
+    other_masker = DemoPlan(**{**TINY.__dict__, "overrides": (*TINY.overrides, "objectives.tv_weight=0.5")})
+    with pytest.raises(FileExistsError, match=r"masker_ca holds a masker .*objectives.tv_weight"):
+        run_demo(tmp_path, plan=other_masker, progress=False, log=lines.append)
+
+
+def test_quick_demo_has_its_own_default_folder(monkeypatch):
+    from typer.testing import CliRunner
+
+    import masksal.demo
+    from masksal.cli import app
+
+    seen = []
+    monkeypatch.setattr(masksal.demo, "run_demo", lambda out, **kw: seen.append((str(out), kw["quick"])))
+    assert CliRunner().invoke(app, ["demo", "--quick"]).exit_code == 0
+    assert CliRunner().invoke(app, ["demo"]).exit_code == 0
+    assert seen == [("runs/demo_quick", True), ("runs/demo", False)]

@@ -153,6 +153,43 @@ def save_checkpoint(
     write_json(d / "meta.json", meta.to_dict())
 
 
+# Settings that do not change the weights a run produces (evaluation sizes, cache folders,
+# loader workers, logging and checkpoint cadence, the device; for a classifier, which layers a
+# masker taps later; for a masker, how many steps: a longer run continues a shorter one).
+_NOT_RECIPE: dict[str, dict[str, tuple[str, ...]]] = {
+    "classifier": {"data": ("n_val", "n_test", "cache_dir", "num_workers"), "classifier": ("taps",)},
+    "masker": {"data": ("n_val", "n_test", "cache_dir", "num_workers"), "classifier": ("weights",),
+               "train": ("steps", "log_every", "checkpoint_every", "device")},
+}
+_RECIPE_SECTIONS = {"classifier": ("data", "classifier", "classifier_train"),
+                    "masker": ("data", "classifier", "masker", "objectives", "train")}
+
+
+def recipe(cfg: ExperimentConfig, kind: str = "classifier") -> dict[str, Any]:
+    """The settings of ``cfg`` that decide the weights of a trained ``kind`` (``"classifier"`` or
+    ``"masker"``), as ``{section: {key: value}}`` (the classifier's seed under ``"seed"``)."""
+    d = cfg.to_dict()
+    skip = _NOT_RECIPE[kind]
+    out: dict[str, Any] = {sec: {k: v for k, v in d[sec].items() if k not in skip.get(sec, ())}
+                           for sec in _RECIPE_SECTIONS[kind]}
+    if kind == "classifier":
+        out["seed"] = {"train.seed": d["train"]["seed"]}
+    return out
+
+
+def recipe_difference(ckpt: str | Path, cfg: ExperimentConfig, kind: str = "classifier") -> list[str]:
+    """``section.key (saved vs wanted)`` for every recipe setting where the checkpoint ``ckpt``
+    was trained differently from ``cfg``; empty when ``cfg`` would train the same weights."""
+    saved, wanted = recipe(load_config_of(ckpt), kind), recipe(cfg, kind)
+    diff = []
+    for sec in wanted:
+        for k in sorted(set(saved[sec]) | set(wanted[sec])):
+            if saved[sec].get(k) != wanted[sec].get(k):
+                name = k if sec == "seed" else f"{sec}.{k}"
+                diff.append(f"{name} ({saved[sec].get(k)!r} vs {wanted[sec].get(k)!r})")
+    return diff
+
+
 def load_config_of(ckpt: str | Path) -> ExperimentConfig:
     import yaml
 

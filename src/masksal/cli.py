@@ -60,7 +60,8 @@ def _train(fn: Any, config: Path | None, overrides: list[str], out: Path, resume
 
 @app.command()
 def demo(
-    out: Annotated[Path, typer.Option(help="Output folder (cached between runs).")] = Path("runs/demo"),
+    out: Annotated[Path | None, typer.Option(
+        help="Output folder, cached between runs (default: runs/demo, or runs/demo_quick with --quick).")] = None,
     quick: Annotated[bool, typer.Option("--quick", help="Smoke run: small data, few steps (< 3 min).")] = False,
     mode: Annotated[str, typer.Option(help="Classifier mode while training the masker: fix, ca or pool.")] = "ca",
     quiet: QuietOpt = False,
@@ -68,6 +69,7 @@ def demo(
     """Run the whole chain on the built-in benchmark and write report.html and metrics.json."""
     from masksal.demo import run_demo
 
+    out = out or Path("runs/demo_quick" if quick else "runs/demo")
     try:
         run_demo(out, quick=quick, mode=mode, progress=not quiet)
     except KeyboardInterrupt:

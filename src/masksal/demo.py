@@ -65,6 +65,18 @@ def _stage_done(ckpt: Path, steps: int | None = None) -> bool:
     return (ckpt / "metrics.json").is_file()
 
 
+def _check_same_recipe(ckpt: Path, cfg: ExperimentConfig, kind: str, out: Path) -> None:
+    """Refuse to reuse or resume a stage trained with other settings (a quick run's, say)."""
+    from masksal.checkpoint import recipe_difference
+
+    if not (ckpt / "meta.json").is_file():
+        return
+    diff = recipe_difference(ckpt, cfg, kind)
+    if diff:
+        raise FileExistsError(f"{ckpt} holds a {kind} trained with other settings (saved vs this demo: "
+                              f"{'; '.join(diff[:3])}): delete {out} or choose another --out")
+
+
 def run_demo(out: str | Path = "runs/demo", quick: bool = False, mode: str = "ca", progress: bool = True,
              log: Any = print, plan: DemoPlan | None = None) -> dict[str, Any]:
     """Run (or finish) the demo in ``out``; returns the metrics written to ``metrics.json``.
@@ -81,6 +93,7 @@ def run_demo(out: str | Path = "runs/demo", quick: bool = False, mode: str = "ca
     timings: dict[str, float] = {}
 
     clf_dir = out / "classifier"
+    _check_same_recipe(clf_dir, cfg, "classifier", out)
     if _stage_done(clf_dir):
         log(f"[1/4] classifier: reusing {clf_dir}")
     else:
@@ -93,6 +106,7 @@ def run_demo(out: str | Path = "runs/demo", quick: bool = False, mode: str = "ca
 
     masker_dir = out / f"masker_{mode}"
     cfg.classifier.weights = str(clf_dir)
+    _check_same_recipe(masker_dir, cfg, "masker", out)
     if _stage_done(masker_dir, plan.masker_steps):
         log(f"[2/4] masker: reusing {masker_dir}")
     else:

@@ -122,34 +122,6 @@ def stage_done(ckpt: Path, steps: int | None = None) -> bool:
     return (ckpt / "metrics.json").is_file()
 
 
-# Settings that do not change the weights a classifier run produces (evaluation sizes, cache
-# folders, loader workers, which layers a masker taps later).
-_NOT_RECIPE = {"data": ("n_val", "n_test", "cache_dir", "num_workers"), "classifier": ("taps",)}
-
-
-def classifier_recipe(cfg: ExperimentConfig) -> dict[str, Any]:
-    """What decides the weights of a trained classifier: data, architecture, training, seed."""
-    d = cfg.to_dict()
-    out: dict[str, Any] = {}
-    for section in ("data", "classifier", "classifier_train"):
-        out[section] = {k: v for k, v in d[section].items() if k not in _NOT_RECIPE.get(section, ())}
-    out["seed"] = d["train"]["seed"]
-    return out
-
-
-def _recipe_difference(ckpt: Path, cfg: ExperimentConfig) -> list[str]:
-    """``section.key`` of every recipe setting where the checkpoint ``ckpt`` differs from ``cfg``."""
-    from masksal.checkpoint import load_config_of
-
-    saved, wanted = classifier_recipe(load_config_of(ckpt)), classifier_recipe(cfg)
-    diff = [f"seed ({saved['seed']} vs {wanted['seed']})"] if saved["seed"] != wanted["seed"] else []
-    for section in ("data", "classifier", "classifier_train"):
-        for k in sorted(set(saved[section]) | set(wanted[section])):
-            if saved[section].get(k) != wanted[section].get(k):
-                diff.append(f"{section}.{k} ({saved[section].get(k)!r} vs {wanted[section].get(k)!r})")
-    return diff
-
-
 # Where `masksal demo` writes its classifier: trained with the same recipe as the small budget's,
 # so a user who ran the demo first does not train it a second time.
 DEMO_CLASSIFIER = Path("runs/demo/classifier")
@@ -168,6 +140,7 @@ def ensure_classifier(out: Path, budget: Budget, classifier: str | Path | None, 
         FileExistsError: ``out / "classifier"`` holds a classifier trained with another recipe
             (it is never overwritten: delete it, or pass it as ``classifier``).
     """
+    from masksal.checkpoint import recipe_difference
     from masksal.training import train_classifier
 
     if classifier is not None:
@@ -179,14 +152,14 @@ def ensure_classifier(out: Path, budget: Budget, classifier: str | Path | None, 
     cfg = load_experiment(final_config_path(), [*budget.data_overrides(), *overrides, "name=reproduce-classifier"])
     path = out / "classifier"
     if (path / "meta.json").is_file():
-        diff = _recipe_difference(path, cfg)
+        diff = recipe_difference(path, cfg)
         if diff:
             raise FileExistsError(f"{path} holds a classifier trained with other settings (saved vs this budget: "
                                   f"{'; '.join(diff[:4])}): delete it, or pass --classifier {path} to use it")
         if stage_done(path):
             log(f"classifier: reusing {path}")
             return path
-    elif stage_done(DEMO_CLASSIFIER) and not _recipe_difference(DEMO_CLASSIFIER, cfg):
+    elif stage_done(DEMO_CLASSIFIER) and not recipe_difference(DEMO_CLASSIFIER, cfg):
         log(f"classifier: reusing the demo's {DEMO_CLASSIFIER} (trained with the same recipe)")
         return DEMO_CLASSIFIER
     log(f"classifier: training {cfg.classifier.arch} on {cfg.data.n_train} images for "
