@@ -35,7 +35,7 @@ class DemoPlan:
 
 
 FULL = DemoPlan(n_train=40000, n_test=2000, classifier_epochs=8, masker_steps=1300)
-QUICK = DemoPlan(n_train=6000, n_test=500, classifier_epochs=3, masker_steps=150)
+QUICK = DemoPlan(n_train=12000, n_test=500, classifier_epochs=6, masker_steps=200)
 
 
 def demo_config(plan: DemoPlan, mode: str, out: Path) -> ExperimentConfig:
