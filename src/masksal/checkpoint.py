@@ -190,6 +190,32 @@ def recipe_difference(ckpt: str | Path, cfg: ExperimentConfig, kind: str = "clas
     return diff
 
 
+def check_same_recipe(ckpt: str | Path, cfg: ExperimentConfig, kind: str, remedy: str) -> None:
+    """Raise if the checkpoint ``ckpt`` (when there is one) was trained with other settings than
+    ``cfg`` would use: a cached stage is then neither reused nor resumed.
+
+    Raises:
+        FileExistsError: one line naming ``ckpt``, the first settings that differ, and ``remedy``.
+    """
+    if not (Path(ckpt) / "meta.json").is_file():
+        return
+    diff = recipe_difference(ckpt, cfg, kind)
+    if diff:
+        raise FileExistsError(f"{ckpt} holds a {kind} trained with other settings (saved vs wanted: "
+                              f"{'; '.join(diff[:4])}): {remedy}")
+
+
+def stage_done(ckpt: str | Path, steps: int | None = None) -> bool:
+    """Whether a checkpoint directory holds a finished stage: ``steps`` reached when given, else
+    its ``metrics.json`` written (a classifier run writes it when it ends)."""
+    ckpt = Path(ckpt)
+    if not (ckpt / "meta.json").is_file():
+        return False
+    if steps is not None:
+        return read_meta(ckpt).step >= steps
+    return (ckpt / "metrics.json").is_file()
+
+
 def load_config_of(ckpt: str | Path) -> ExperimentConfig:
     import yaml
 

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from torch.utils.data import DataLoader
 
-from masksal.checkpoint import load_masker, read_meta, write_json
+from masksal.checkpoint import check_same_recipe, load_masker, stage_done, write_json
 from masksal.config import ExperimentConfig, load_config
 from masksal.training import build_dataset, train_classifier, train_masker
 from masksal.types import collate
@@ -56,27 +56,6 @@ def demo_config(plan: DemoPlan, mode: str, out: Path) -> ExperimentConfig:
     ])
 
 
-def _stage_done(ckpt: Path, steps: int | None = None) -> bool:
-    if not (ckpt / "meta.json").is_file():
-        return False
-    meta = read_meta(ckpt)
-    if steps is not None:
-        return meta.step >= steps
-    return (ckpt / "metrics.json").is_file()
-
-
-def _check_same_recipe(ckpt: Path, cfg: ExperimentConfig, kind: str, out: Path) -> None:
-    """Refuse to reuse or resume a stage trained with other settings (a quick run's, say)."""
-    from masksal.checkpoint import recipe_difference
-
-    if not (ckpt / "meta.json").is_file():
-        return
-    diff = recipe_difference(ckpt, cfg, kind)
-    if diff:
-        raise FileExistsError(f"{ckpt} holds a {kind} trained with other settings (saved vs this demo: "
-                              f"{'; '.join(diff[:3])}): delete {out} or choose another --out")
-
-
 def run_demo(out: str | Path = "runs/demo", quick: bool = False, mode: str = "ca", progress: bool = True,
              log: Any = print, plan: DemoPlan | None = None) -> dict[str, Any]:
     """Run (or finish) the demo in ``out``; returns the metrics written to ``metrics.json``.
@@ -93,8 +72,8 @@ def run_demo(out: str | Path = "runs/demo", quick: bool = False, mode: str = "ca
     timings: dict[str, float] = {}
 
     clf_dir = out / "classifier"
-    _check_same_recipe(clf_dir, cfg, "classifier", out)
-    if _stage_done(clf_dir):
+    check_same_recipe(clf_dir, cfg, "classifier", f"delete {out} or choose another --out")
+    if stage_done(clf_dir):
         log(f"[1/4] classifier: reusing {clf_dir}")
     else:
         log(f"[1/4] training the classifier ({plan.classifier_epochs} epochs on {plan.n_train} images)")
@@ -106,8 +85,8 @@ def run_demo(out: str | Path = "runs/demo", quick: bool = False, mode: str = "ca
 
     masker_dir = out / f"masker_{mode}"
     cfg.classifier.weights = str(clf_dir)
-    _check_same_recipe(masker_dir, cfg, "masker", out)
-    if _stage_done(masker_dir, plan.masker_steps):
+    check_same_recipe(masker_dir, cfg, "masker", f"delete {out} or choose another --out")
+    if stage_done(masker_dir, plan.masker_steps):
         log(f"[2/4] masker: reusing {masker_dir}")
     else:
         log(f"[2/4] training the masker ({mode.upper()}, {plan.masker_steps} steps)")

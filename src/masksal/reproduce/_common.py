@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from masksal.checkpoint import stage_done
 from masksal.config import ExperimentConfig, load_config
 
 Log = Callable[[str], Any]
@@ -111,17 +112,6 @@ def load_experiment(path: Path, overrides: Sequence[str]) -> ExperimentConfig:
     return load_config(path, list(overrides))
 
 
-def stage_done(ckpt: Path, steps: int | None = None) -> bool:
-    """Whether a checkpoint directory holds a finished stage (``steps`` reached, or metrics written)."""
-    from masksal.checkpoint import read_meta
-
-    if not (ckpt / "meta.json").is_file():
-        return False
-    if steps is not None:
-        return read_meta(ckpt).step >= steps
-    return (ckpt / "metrics.json").is_file()
-
-
 # Where `masksal demo` writes its classifier: trained with the same recipe as the small budget's,
 # so a user who ran the demo first does not train it a second time.
 DEMO_CLASSIFIER = Path("runs/demo/classifier")
@@ -140,7 +130,7 @@ def ensure_classifier(out: Path, budget: Budget, classifier: str | Path | None, 
         FileExistsError: ``out / "classifier"`` holds a classifier trained with another recipe
             (it is never overwritten: delete it, or pass it as ``classifier``).
     """
-    from masksal.checkpoint import recipe_difference
+    from masksal.checkpoint import check_same_recipe, recipe_difference
     from masksal.training import train_classifier
 
     if classifier is not None:
@@ -152,10 +142,7 @@ def ensure_classifier(out: Path, budget: Budget, classifier: str | Path | None, 
     cfg = load_experiment(final_config_path(), [*budget.data_overrides(), *overrides, "name=reproduce-classifier"])
     path = out / "classifier"
     if (path / "meta.json").is_file():
-        diff = recipe_difference(path, cfg)
-        if diff:
-            raise FileExistsError(f"{path} holds a classifier trained with other settings (saved vs this budget: "
-                                  f"{'; '.join(diff[:4])}): delete it, or pass --classifier {path} to use it")
+        check_same_recipe(path, cfg, "classifier", f"delete it, or pass --classifier {path} to use it")
         if stage_done(path):
             log(f"classifier: reusing {path}")
             return path
