@@ -104,6 +104,17 @@ def test_claims_are_also_judged_on_maxboxacc_and_pxap_where_higher_is_better():
     assert c["by_metric"] == {"maxboxacc_v2": "not measured", "pxap": "not measured"}
 
 
+def test_roar_findings_compare_the_gap_to_random_with_the_seed_noise():
+    from masksal.reproduce.roar import findings
+
+    acc = {"masker": {"0.5": 40.0, "0.9": 30.0}, "gradcam": {"0.5": 69.0, "0.9": 61.0},
+           "random": {"0.5": 70.0, "0.9": 60.0}}
+    masker, gradcam = findings(acc, clean=90.0, noise=2.0)
+    assert "below random removal at 2 of 2 fractions (mean gap +30.0" in masker and "Beyond the seed" in masker
+    assert "at 1 of 2 fractions (mean gap +0.0" in gradcam and "Within the seed-to-seed noise" in gradcam
+    assert "noise" not in findings(acc, clean=90.0)[0]  # no second clean retraining, no verdict
+
+
 def test_fewshot_claim_weighs_the_gap_against_the_seed_spread():
     from masksal.reproduce.fewshot import check_claim
 
