@@ -87,14 +87,7 @@ def _assert_same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor])
         assert torch.allclose(a[k].float(), b[k].float(), rtol=1e-4, atol=1e-5), k
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Any:
-    """One torch thread here, as in each of the 2 processes: tiny models gain nothing from more, and
-    threads that wait for each other on a busy machine cost a lot."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -33,13 +32,7 @@ BUILT_IN = ["centre", "extremal_perturbation", "gradcam", "guided_backprop", "ig
             "pytorch_grad_cam", "random", "rise", "saliency", "smoothgrad"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Iterator[None]:
-    # Tiny models on a shared machine run far faster single-threaded.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def make_classifier(dtype: torch.dtype = torch.float32) -> Classifier:

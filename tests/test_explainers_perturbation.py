@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 
 import pytest
 import torch
@@ -12,13 +11,7 @@ from masksal.classifiers import Classifier, create_classifier
 from masksal.explainers import ExtremalPerturbation, MeaningfulPerturbation, SmoothMaxMask
 from masksal.explainers._common import at_resolution, gaussian_blur
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Iterator[None]:
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

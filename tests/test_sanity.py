@@ -29,13 +29,7 @@ UNITS = ["conv1", "bn1", "layer1.0", "layer1.1", "layer2.0", "layer2.1", "layer3
          "layer4.1", "fc"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny tensors: one thread is faster, and much faster when other jobs share the cores.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture()
