@@ -105,11 +105,12 @@ def run_benchmark(
 
 def speed_table(rows: Sequence[dict[str, Any]]) -> str:
     """Markdown table of the speed columns: maps/s, ms per image, peak memory, masker speed-up."""
-    lines = ["| method | maps/s | ms / image | peak memory (MiB) | masker is faster by |", "|---|---:|---:|---:|---:|"]
-    for r in rows:
-        lines.append(f"| {r['method']} | {r['maps_per_second']:.1f} | {r['ms_per_image']:.2f} | "
-                     f"{r['peak_memory_mib']:.0f} | {r['masker_speedup']:.1f}x |")
-    return "\n".join(lines)
+    from masksal.report import markdown_table
+
+    body = [[r["method"], f"{r['maps_per_second']:.1f}", f"{r['ms_per_image']:.2f}", f"{r['peak_memory_mib']:.0f}",
+             f"{r['masker_speedup']:.1f}x"] for r in rows]
+    return markdown_table(["method", "maps/s", "ms / image", "peak memory (MiB)", "masker is faster by"], body,
+                          first_align="---").rstrip("\n")
 
 
 def side_by_side(methods: Sequence[tuple[str, Explainer]], batch: Batch, out: Path) -> Path:

@@ -245,18 +245,19 @@ def format_table(results: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> st
     Returns:
         The Markdown text.
     """
+    from masksal.report import markdown_table
+
     rows = [results] if isinstance(results, Mapping) else list(results)
     cols = [c for c in _COLUMNS if any(c[0] in r for r in rows)]
-    header = "| Method | " + " | ".join(h for _, h, _ in cols) + " |"
-    sep = "|---|" + "|".join("---:" for _ in cols) + "|"
-    lines = [header, sep]
+    body = []
     for r in rows:
-        cells = []
+        cells = [r.get("explainer", "?")]
         for key, _, fmt in cols:
             v = r.get(key)
             ok = isinstance(v, (int, float)) and not (isinstance(v, float) and math.isnan(v))
             cells.append(fmt.format(v) if ok else "-")
-        lines.append(f"| {r.get('explainer', '?')} | " + " | ".join(cells) + " |")
+        body.append(cells)
+    lines = markdown_table(["Method", *(h for _, h, _ in cols)], body, first_align="---").splitlines()
     notes = [f"{r.get('explainer', '?')}: {m} skipped ({why})"
              for r in rows for m, why in dict(r.get("skipped", {})).items()]
     if notes:

@@ -529,7 +529,7 @@ def plot_randomization(results: dict[str, Any], kind: str) -> np.ndarray:
 def sanity_markdown(results: dict[str, Any], score: str = "spearman") -> str:
     """The numbers of the report as Markdown: one table per randomization (methods x units, in the
     order the units were randomized) and the data randomization table."""
-    from masksal.reproduce._common import markdown_table
+    from masksal.report import markdown_table
 
     def cell(v: float) -> str:
         return f"{v:.2f}"

@@ -247,11 +247,3 @@ def write_json(path: Path, obj: Any) -> None:
 
 def budget_dict(budget: Budget) -> dict[str, Any]:
     return asdict(budget)
-
-
-def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    """A GitHub-flavoured Markdown table (first column left-aligned, the others right-aligned)."""
-    lines = ["| " + " | ".join(str(h) for h in header) + " |",
-             "|" + "|".join([":---", *["---:"] * (len(header) - 1)]) + "|"]
-    lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
-    return "\n".join(lines) + "\n"

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
+from masksal.report.markdown import markdown_table
 from masksal.reproduce._common import (
     Budget,
     Log,
@@ -29,7 +30,6 @@ from masksal.reproduce._common import (
     finished_eval,
     fmt,
     load_experiment,
-    markdown_table,
     mean_std,
     train_run,
     write_json,

@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from masksal.report.markdown import markdown_table
 from masksal.reproduce._common import (
     Budget,
     Log,
@@ -30,7 +31,6 @@ from masksal.reproduce._common import (
     final_config_path,
     fmt,
     load_experiment,
-    markdown_table,
     stage_done,
     train_run,
     write_json,
