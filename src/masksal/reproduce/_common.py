@@ -231,6 +231,15 @@ def mean_std(values: Sequence[float]) -> tuple[float, float]:
     return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else math.nan
 
 
+def seed_summary(seeds: Sequence[dict[str, float]], skip: Sequence[str] = ()) -> tuple[dict[str, float],
+                                                                                     dict[str, float]]:
+    """Per-metric mean and sample standard deviation over the seeds' metric dicts (every key any
+    seed has, but those in ``skip``); see :func:`mean_std`."""
+    keys = sorted({k for s in seeds for k in s} - set(skip))
+    stats = {k: mean_std([s.get(k, math.nan) for s in seeds]) for k in keys}
+    return {k: v[0] for k, v in stats.items()}, {k: v[1] for k, v in stats.items()}
+
+
 def fmt(mean: float, std: float = math.nan, digits: int = 1) -> str:
     """``"12.3 ± 0.4"``, ``"12.3"`` with one seed, ``""`` when there is no value."""
     if mean is None or not np.isfinite(mean):

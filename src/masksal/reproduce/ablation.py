@@ -35,7 +35,7 @@ from masksal.reproduce._common import (
     finished_eval,
     fmt,
     load_experiment,
-    mean_std,
+    seed_summary,
     train_run,
     write_json,
 )
@@ -227,10 +227,7 @@ def run_ablation(out: str | Path = "runs/reproduce", budget: Budget | None = Non
             log(f"{row} (seed {seed}): " + ", ".join(f"{METRIC_NAMES[k]} {m[k]:.2f}" for k in METRIC_KEYS if k in m))
         results["rows"].setdefault(row, {"seeds": []})["seeds"].append(m)
     for r in results["rows"].values():
-        keys = sorted({k for s in r["seeds"] for k in s})
-        stats = {k: mean_std([s.get(k, math.nan) for s in r["seeds"]]) for k in keys}
-        r["mean"] = {k: v[0] for k, v in stats.items()}
-        r["std"] = {k: v[1] for k, v in stats.items()}
+        r["mean"], r["std"] = seed_summary(r["seeds"])
     results["claims"] = judge_claims(results["rows"])
     write_json(out / "results.json", results)
     md = ablation_markdown(results)

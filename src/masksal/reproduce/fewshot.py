@@ -30,7 +30,7 @@ from masksal.reproduce._common import (
     finished_eval,
     fmt,
     load_experiment,
-    mean_std,
+    seed_summary,
     train_run,
     write_json,
 )
@@ -104,9 +104,8 @@ def run_fewshot(out: str | Path = "runs/reproduce/fewshot", budget: Budget | Non
         log(f"K = {_label(k)}, seed {seed}: LE {m['le']:.1f}, PxAP {m['pxap']:.1f}")
         if seed == n_seeds - 1:
             ms = per_k[_label(k)]
-            stats = {key: mean_std([r[key] for r in ms]) for key in ms[0] if key != "steps"}
-            runs[_label(k)] = {"mean": {key: v[0] for key, v in stats.items()},
-                               "std": {key: v[1] for key, v in stats.items()}, "seeds": ms,
+            mean, std = seed_summary(ms, skip=("steps",))
+            runs[_label(k)] = {"mean": mean, "std": std, "seeds": ms,
                                "images_per_class": k if k is not None else
                                cfg.data.n_train // _num_classes(cfg.data.families)}
     claim = check_claim(runs)

@@ -253,12 +253,17 @@ def _notes(results: dict[str, Any]) -> list[str]:
                "--budget full trains wider classifiers for longer."] if b["name"] == "small" else [])]
 
 
+def _seed_noise(results: dict[str, Any]) -> float:
+    """Gap (points) between the two clean retrainings; NaN when there was only one."""
+    return abs(results["clean_accuracy"] - results.get("clean_accuracy_second_seed", math.nan))
+
+
 def _noise_note(results: dict[str, Any]) -> str:
-    a, b = results["clean_accuracy"], results.get("clean_accuracy_second_seed", math.nan)
-    if not np.isfinite(b):
+    noise = _seed_noise(results)
+    if not np.isfinite(noise):
         return "The clean data was retrained once: no estimate of the seed-to-seed noise."
-    return (f"Seed-to-seed noise: two retrainings on the clean data reached {a:.1f}% and {b:.1f}% "
-            f"(gap {abs(a - b):.1f} points).")
+    return (f"Seed-to-seed noise: two retrainings on the clean data reached {results['clean_accuracy']:.1f}% and "
+            f"{results['clean_accuracy_second_seed']:.1f}% (gap {noise:.1f} points).")
 
 
 def roar_markdown(results: dict[str, Any]) -> str:
@@ -275,7 +280,7 @@ def plot_roar(results: dict[str, Any]) -> np.ndarray:
         xs = [0.0] + [float(f) for f in accs]
         ys = [results["clean_accuracy"]] + list(accs.values())
         ax.plot([100 * x for x in xs], ys, marker="o", ls="--" if meth == "random" else "-", label=meth)
-        noise = abs(results["clean_accuracy"] - results.get("clean_accuracy_second_seed", math.nan))
+        noise = _seed_noise(results)
         if meth == "random" and np.isfinite(noise):
             ax.fill_between([100 * x for x in xs], [y - noise for y in ys], [y + noise for y in ys], alpha=0.15,
                             color="grey", label="random ± seed-to-seed gap")
