@@ -484,11 +484,9 @@ def fix_masker_step(cfg: ExperimentConfig, classifier: Classifier, net: MaskerNe
     infill and gradient clipping of ``cfg``: the step ``masksal train`` takes, for callers that
     drive their own loop (the sanity checks' retraining on a randomized classifier).
 
+    ``cfg.train.mode`` is not consulted: without a classifier optimizer the step is a FIX step.
     Returns the step's log record (loss terms, mask mean, accuracies in %).
     """
-    if cfg.train.mode != "fix":
-        cfg = copy.deepcopy(cfg)
-        cfg.train.mode = "fix"
     return _masker_step(cfg, classifier, net, None, [], batch, optimizer, None, 0)
 
 
