@@ -120,7 +120,7 @@ def cascading_randomization(model: nn.Module, units: Sequence[str] | None = None
 
     Example:
         >>> for unit in cascading_randomization(clf.model):      # doctest: +SKIP
-        ...     maps = masker.explain(images, raw=True)            # top units random
+        ...     maps = masker.mask_logits(images)            # top units random
     """
     names = list(units) if units is not None else parameterized_units(model, depth)
     original = _snapshot(model)
@@ -364,7 +364,7 @@ def _explainers(masker: Masker, methods: Sequence[str]) -> dict[str, Callable[[T
     out: dict[str, Callable[[Tensor, Tensor], Tensor]] = {}
     for m in methods:
         if m == "masker":
-            out[m] = lambda x, _y: masker.explain(x, raw=True)
+            out[m] = lambda x, _y: masker.mask_logits(x)
         else:
             e = create_explainer(m, masker.classifier)
             out[m] = lambda x, y, e=e: e.explain(x, y)  # type: ignore[misc]
@@ -446,7 +446,7 @@ def run_sanity_checks(
             if b.retrain_steps > 0 and "masker" in methods and train is not None:
                 net = copy.deepcopy(masker.net)
                 fit_masker(cfg, clf, net, train.images, train.labels, b.retrain_steps, b.batch_size, seed)
-                retrained = Masker(clf, net).eval().explain(test.images, raw=True).cpu().numpy()
+                retrained = Masker(clf, net).eval().mask_logits(test.images).cpu().numpy()
                 rows[unit]["masker_retrained"] = map_similarities(reference["masker"], retrained, 0.5)
         results[kind] = rows
     results["data_randomization"] = None
