@@ -75,7 +75,7 @@ def test_bad_config_key_is_a_one_line_error(tmp_path):
 
 
 def test_data_export_round_trips(tmp_path):
-    r = runner.invoke(app, ["data", "export", "--out", str(tmp_path / "w"), "--n", "20", "--size", "32"])
+    r = runner.invoke(app, ["data", "export", "--out", str(tmp_path / "w"), "--num-images", "20", "--size", "32"])
     assert r.exit_code == 0, r.output
     from masksal.data import load_dataset
 

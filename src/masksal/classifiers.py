@@ -376,7 +376,11 @@ def create_classifier(
                              "torchvision model name, or 'timm:<name>'")
         model = torchvision.models.get_model(name, weights=None, num_classes=num_classes, **kwargs)
     if weights is not None:
-        load_weights(model, weights)
+        try:
+            load_weights(model, weights)
+        except ValueError as e:
+            raise ValueError(f"{e} (architecture {arch!r} with {num_classes} classes; choose another with "
+                             "classifier.arch / classifier.kwargs)") from None
     model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     tap_names = list(taps) if taps else _default_taps(arch, model)
     spec = ClassifierSpec(arch=arch, num_classes=num_classes, taps=tap_names, mean=tuple(mean),  # type: ignore[arg-type]
@@ -387,8 +391,8 @@ def create_classifier(
 def classifier_from_spec(spec: ClassifierSpec) -> Classifier:
     """Rebuild an (untrained) classifier from its checkpoint identity."""
     if spec.arch == "custom":
-        raise ValueError("this checkpoint's classifier is a custom module: build it yourself and pass "
-                         "it as classifier=...")
+        raise ValueError("this checkpoint's classifier is a custom module: build it and pass it, "
+                         "e.g. load_masker(directory, model=my_module)")
     return create_classifier(spec.arch, spec.num_classes, spec.taps, mean=spec.mean, std=spec.std,
                              **spec.kwargs)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -158,6 +159,29 @@ class Masker(Explainer, nn.Module):
 
     def modules_to_eval(self) -> list[nn.Module]:
         return [self.classifier, self.net]
+
+    def save(self, directory: str | Path) -> Path:
+        """Write the masker and its classifier as a checkpoint directory (the format of
+        ``masksal train``: safetensors weights, JSON and YAML, never code), atomically.
+
+        Reload with :func:`masksal.load_masker` (pass ``model=`` for a classifier built from your
+        own module). Returns the directory.
+        """
+        from masksal.checkpoint import save_checkpoint
+        from masksal.config import ExperimentConfig, with_overrides
+
+        cfg = self.info.get("config")
+        if not isinstance(cfg, ExperimentConfig):
+            size = int(self.info.get("image_size", 224))
+            cfg = with_overrides(ExperimentConfig(), {"data.image_size": size, "masker.hidden": self.net.cfg.hidden,
+                                                      "masker.upsample": self.net.cfg.upsample,
+                                                      "masker.gumbel": self.net.cfg.gumbel,
+                                                      "masker.gumbel_tau": self.net.cfg.gumbel_tau})
+        run: dict[str, Any] = {k: self.info[k] for k in ("mode", "origin_fingerprint") if k in self.info}
+        save_checkpoint(directory, kind="masker", step=int(self.info.get("steps", 0)), cfg=cfg,
+                        classifier=self.classifier, masker=self.net, classes=list(self.info.get("classes", [])),
+                        run=run)
+        return Path(directory)
 
     def options(self) -> dict[str, Any]:
         return {"taps": list(self.net.taps), **{k: self.info[k] for k in ("mode", "steps", "checkpoint")

@@ -58,7 +58,8 @@ class Explanation:
 class SupportsExplain(Protocol):
     """Anything with ``explain(images, targets) -> (B, H, W) maps``: what evaluation needs."""
 
-    name: str
+    @property
+    def name(self) -> str: ...
 
     def explain(self, images: Tensor, targets: Tensor | None = None) -> Tensor: ...
 
@@ -224,7 +225,7 @@ def prepare_images(images: Images, device: torch.device | None = None) -> tuple[
                              f"{sorted(sizes)}; resize them first (e.g. torchvision.transforms.v2.Resize)")
         x = torch.cat([p.to(parts[0].dtype) for p in parts])
     else:
-        x = _one_to_tensor(images)
+        x = _one_to_tensor(images)  # type: ignore[arg-type]  # not a list or tuple here
         if x.dim() == 3:
             x, single = x[None], True
     home = x.device
