@@ -40,20 +40,43 @@ __all__ = ["app", "main"]
 _COMMANDS = (_evaluate, _explain, _reproduce, _train)
 
 
+def _click_errors() -> tuple[tuple[type[BaseException], ...], tuple[type[BaseException], ...],
+                             tuple[type[BaseException], ...]]:
+    """(usage errors, other click errors, aborts): click's, and those of the click that recent typer
+    versions carry inside them."""
+    usage: list[type[BaseException]] = [click.UsageError]
+    other: list[type[BaseException]] = [click.ClickException]
+    abort: list[type[BaseException]] = [click.exceptions.Abort]
+    try:
+        from typer._click import exceptions as vendored
+    except ImportError:
+        pass
+    else:
+        usage.append(vendored.UsageError)
+        other.append(vendored.ClickException)
+        abort.append(vendored.Abort)
+    return tuple(usage), tuple(other), tuple(abort)
+
+
+_USAGE, _CLICK, _ABORT = _click_errors()
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: usage errors (a bad option value) are one line too."""
     try:
         code = app(args=argv, standalone_mode=False)  # click returns an Exit's code in this mode
-    except click.exceptions.Abort:
+    except _ABORT:
         typer.echo("interrupted", err=True)
         sys.exit(130)
-    except click.UsageError as e:
-        cmd = f"{e.ctx.command_path} --help" if e.ctx is not None else "masksal --help"
-        typer.echo(f"error: {e.format_message()} (see {cmd})", err=True)
+    except _USAGE as e:
+        ctx = getattr(e, "ctx", None)
+        cmd = f"{ctx.command_path} --help" if ctx is not None else "masksal --help"
+        msg = " ".join(e.format_message().split())  # type: ignore[attr-defined]
+        typer.echo(f"error: {msg} (see {cmd})", err=True)
         sys.exit(2)
-    except click.ClickException as e:
-        typer.echo(f"error: {e.format_message()}", err=True)
-        sys.exit(e.exit_code)
+    except _CLICK as e:
+        typer.echo(f"error: {' '.join(e.format_message().split())}", err=True)  # type: ignore[attr-defined]
+        sys.exit(int(getattr(e, "exit_code", 1)))
     except BrokenPipeError:
         sys.exit(1)
     sys.exit(code if isinstance(code, int) else 0)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -35,6 +35,16 @@ def _metric_list(metrics: str) -> list[str]:
     if not names:
         raise ValueError("--metrics: name at least one metric")
     return names
+
+
+def _exit_on_bad_samples(results: list[dict[str, Any]]) -> None:
+    """Exit 1 (after every output is written) when samples could not be read: the numbers cover the rest."""
+    bad = max((int(r.get("bad_samples", 0)) for r in results), default=0)
+    if bad:
+        first = next(m for r in results for m in r.get("bad_sample_messages", []) or ["?"])
+        typer.echo(f"error: {bad} sample(s) could not be read and were left out (first: {first}); the numbers "
+                   "above cover the others", err=True)
+        raise typer.Exit(1)
 
 
 @app.command(epilog="Example: masksal evaluate masker:runs/demo/masker_ca --limit 500 --out runs/evaluate.json")
@@ -103,6 +113,7 @@ def evaluate(
     if out is not None:
         write_json(out, json.loads(json.dumps(res, default=float)))
         typer.echo(f"wrote {out}")
+    _exit_on_bad_samples([res])
 
 
 @app.command(epilog='Example: masksal benchmark --methods "masker:runs/demo/masker_ca,gradcam,rise:n_masks=500" '
@@ -169,6 +180,7 @@ def benchmark(
     typer.echo("")
     typer.echo(speed_table(rows))
     typer.echo(f"wrote {paths['markdown']}, {paths['json']} and {page}")
+    _exit_on_bad_samples(rows)
 
 
 @data_app.command("export", epilog="Example: masksal data export --out runs/wsol --num-images 500")

@@ -59,7 +59,8 @@ def _has(batch: Batch, what: str) -> bool:
 def _take(batch: Batch, n: int) -> Batch:
     """The first ``n`` images of a batch."""
     return Batch(images=batch.images[:n], labels=batch.labels[:n], boxes=batch.boxes[:n],
-                 masks=None if batch.masks is None else batch.masks[:n], ids=list(batch.ids[:n]))
+                 masks=None if batch.masks is None else batch.masks[:n], ids=list(batch.ids[:n]),
+                 skipped=list(batch.skipped))
 
 
 def _total(loader: Iterable[Batch], limit: int | None) -> int | None:
@@ -74,8 +75,11 @@ def _total(loader: Iterable[Batch], limit: int | None) -> int | None:
 
 
 def _run(explainer: SupportsExplain, classifier: Classifier, loader: Iterable[Batch], metrics: dict[str, Metric],
-         skipped: dict[str, str], *, limit: int | None, progress: bool, desc: str) -> dict[str, float]:
-    """One pass over ``loader``: top-1, maps, metric updates. Fills ``skipped``; returns timings."""
+         skipped: dict[str, str], *, limit: int | None, progress: bool, desc: str,
+         bad: list[str] | None = None) -> dict[str, float]:
+    """One pass over ``loader``: top-1, maps, metric updates. Fills ``skipped`` (metrics not
+    computed) and ``bad`` (samples that could not be read); returns counts and timings."""
+    bad = [] if bad is None else bad
     device = module_device(classifier)
     top1 = ClassificationAccuracy()
     seen, explain_s, unlabelled = 0, 0.0, 0
@@ -88,8 +92,12 @@ def _run(explainer: SupportsExplain, classifier: Classifier, loader: Iterable[Ba
                                 f"got {type(batch).__name__}")
             if limit is not None and seen + len(batch) > limit:
                 batch = _take(batch, limit - seen)
+            bad.extend(batch.skipped)  # unreadable samples: named, counted, and the rest scored
             if len(batch) == 0:
-                break
+                bar.update(len(batch.skipped))
+                if limit is not None and seen >= limit:
+                    break
+                continue
             if first:
                 for name in list(metrics):
                     need = _NEEDS.get(name)
@@ -113,7 +121,7 @@ def _run(explainer: SupportsExplain, classifier: Classifier, loader: Iterable[Ba
                 else:
                     metric.update(maps, batch)
             seen += len(batch)
-            bar.update(len(batch))
+            bar.update(len(batch) + len(batch.skipped))
             if limit is not None and seen >= limit:
                 break
     finally:
@@ -122,8 +130,8 @@ def _run(explainer: SupportsExplain, classifier: Classifier, loader: Iterable[Ba
     for metric in metrics.values():
         metric.all_reduce()
     out = dict(top1.compute()) if top1.num_images else {"top1": math.nan}
-    seen_all, unlabelled_all = all_reduce_sum(seen, unlabelled)
-    out.update(images=seen_all, explain_seconds=explain_s, unlabelled=unlabelled_all)
+    seen_all, unlabelled_all, bad_all = all_reduce_sum(seen, unlabelled, len(bad))
+    out.update(images=seen_all, explain_seconds=explain_s, unlabelled=unlabelled_all, bad_samples=bad_all)
     return out
 
 
@@ -144,7 +152,8 @@ def _explain(explainer: SupportsExplain, classifier: Classifier, images: torch.T
 
 
 def _with_labels(batch: Batch, labels: torch.Tensor) -> Batch:
-    return Batch(images=batch.images, labels=labels, boxes=batch.boxes, masks=batch.masks, ids=batch.ids)
+    return Batch(images=batch.images, labels=labels, boxes=batch.boxes, masks=batch.masks, ids=batch.ids,
+                 skipped=batch.skipped)
 
 
 def evaluate(
@@ -188,7 +197,8 @@ def evaluate(
     Returns:
         A flat dict: ``explainer`` (name), ``images``, ``top1`` and every metric's keys (see each
         metric's ``compute``), ``seconds`` (wall time of the test pass), ``explain_seconds``,
-        ``maps_per_second`` and ``skipped`` (``{metric: reason}``).
+        ``maps_per_second``, ``skipped`` (``{metric: reason}``), ``bad_samples`` (samples that
+        could not be read and were left out; ``bad_sample_messages`` names them).
 
     Raises:
         ValueError: an unknown metric name.
@@ -201,9 +211,9 @@ def evaluate(
     if unknown:
         raise ValueError(f"unknown metric(s) {unknown}; choose from {list(METRICS)}")
     options = dict(metric_options or {})
-    bad = [k for k in options if k not in METRICS]
-    if bad:
-        raise ValueError(f"metric_options for unknown metric(s) {bad}; choose from {list(METRICS)}")
+    strays = [k for k in options if k not in METRICS]
+    if strays:
+        raise ValueError(f"metric_options for unknown metric(s) {strays}; choose from {list(METRICS)}")
     name = str(getattr(explainer, "name", type(explainer).__name__))
     skipped: dict[str, str] = {}
     result: dict[str, Any] = {"explainer": name}
@@ -226,7 +236,9 @@ def evaluate(
                 skipped["boxacc (val threshold)"] = "maxboxacc was not requested"
         built = {m: _build(m, classifier, options.get(m, {})) for m in dict.fromkeys(metrics)}
         t0 = time.perf_counter()
-        timing = _run(explainer, classifier, loader, built, skipped, limit=limit, progress=progress, desc=name)
+        bad: list[str] = []
+        timing = _run(explainer, classifier, loader, built, skipped, limit=limit, progress=progress, desc=name,
+                      bad=bad)
         seconds = time.perf_counter() - t0
     result["images"] = int(timing["images"])
     result["top1"] = timing["top1"]
@@ -243,6 +255,8 @@ def evaluate(
     result["maps_per_second"] = result["images"] / timing["explain_seconds"] if timing["explain_seconds"] > 0 \
         else math.nan
     result["skipped"] = skipped
+    result["bad_samples"] = int(timing["bad_samples"])
+    result["bad_sample_messages"] = bad[:100]  # this process's first ones (rank 0 under torchrun)
     return result
 
 

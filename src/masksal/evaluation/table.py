@@ -54,6 +54,8 @@ def format_table(results: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> st
     lines = markdown_table(["Method", *(h for _, h, _ in cols)], body, first_align="---").splitlines()
     notes = [f"{r.get('explainer', '?')}: {m} skipped ({why})"
              for r in rows for m, why in dict(r.get("skipped", {})).items()]
+    notes += [f"{r.get('explainer', '?')}: {int(r['bad_samples'])} unreadable sample(s) left out, e.g. "
+              f"{(r.get('bad_sample_messages') or ['?'])[0]}" for r in rows if r.get("bad_samples")]
     if notes:
         lines += ["", *(f"- {n}" for n in notes)]
     return "\n".join(lines) + "\n"

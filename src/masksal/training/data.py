@@ -6,7 +6,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
@@ -57,14 +56,18 @@ def dataset_num_classes(ds: Any) -> int:
 class StepBatchSampler(Sampler[list[int]]):
     """Batches for steps ``start, ..., total - 1``; the batch of step ``s`` depends on ``(seed, s)``.
 
-    Each epoch is a fresh permutation; a dataset smaller than a batch is cycled through.
+    Each epoch is a fresh permutation; a dataset smaller than a batch is cycled through. With
+    ``epoch_offsets``, the indices of epoch ``e`` are shifted by ``e * n`` (for datasets that draw
+    each epoch's augmentation, see ``_EpochIndexed``).
     """
 
-    def __init__(self, n: int, batch_size: int, seed: int, start: int, total: int) -> None:
+    def __init__(self, n: int, batch_size: int, seed: int, start: int, total: int,
+                 epoch_offsets: bool = False) -> None:
         if n <= 0:
             raise ValueError("the training dataset is empty")
         self.n, self.bs, self.seed, self.start, self.total = n, batch_size, seed, start, total
         self.per_epoch = max(1, n // batch_size)
+        self.epoch_offsets = epoch_offsets
 
     def __len__(self) -> int:
         return max(0, self.total - self.start)
@@ -79,13 +82,17 @@ class StepBatchSampler(Sampler[list[int]]):
                 perm, epoch = torch.randperm(self.n, generator=g), e
             assert perm is not None
             off = (step % self.per_epoch) * self.bs
-            yield perm[(off + torch.arange(self.bs)) % self.n].tolist()
+            idx = perm[(off + torch.arange(self.bs)) % self.n]
+            yield (idx + e * self.n if self.epoch_offsets else idx).tolist()
 
 
 def step_loader(ds: Dataset, batch_size: int, start: int, total: int, seed: int, num_workers: int = 0,
                 pin_memory: bool = False) -> DataLoader:
     """A loader of the batches of steps ``start .. total - 1`` (this process's slice under torchrun)."""
-    sampler: Sampler[list[int]] = StepBatchSampler(len(ds), batch_size, seed, start, total)  # type: ignore[arg-type]
+    sampler: Sampler[list[int]] = StepBatchSampler(len(ds), batch_size, seed, start, total,  # type: ignore[arg-type]
+                                                   epoch_offsets=hasattr(ds, "set_epoch"))
+    if hasattr(ds, "set_epoch"):
+        ds = _EpochIndexed(ds)
     if is_distributed():
         sampler = ShardedBatchSampler(sampler)
     return DataLoader(ds, batch_sampler=sampler, collate_fn=collate, num_workers=num_workers, pin_memory=pin_memory)
@@ -112,66 +119,42 @@ def epoch_batches(cfg: ExperimentConfig, ds: Dataset, batch_size: int, start: in
 # -- the user's own data -----------------------------------------------------------------------
 
 
-class PairsDataset(Dataset[dict[str, Any]]):
-    """Samples of masksal's form from any dataset yielding ``(image, label)`` pairs.
+class _EpochIndexed(Dataset[dict[str, Any]]):
+    """Index ``e * n + i`` is sample ``i`` drawn for epoch ``e`` (``set_epoch`` first), so an
+    augmenting dataset draws each epoch's crops whatever process or worker loads them."""
 
-    Images may be PIL images, ``(3, H, W)`` tensors (float in [0, 1] or uint8) or ``(H, W, 3)``
-    arrays; each is resized to ``image_size`` (a square, antialiased) when its size differs.
-    ``classes`` / ``num_classes`` are taken from the wrapped dataset when it has them.
-    """
-
-    def __init__(self, dataset: Any, image_size: int | None) -> None:
+    def __init__(self, dataset: Any) -> None:
         self.dataset = dataset
-        self.image_size = image_size
-        classes = getattr(dataset, "classes", None)
-        self.classes = list(classes) if classes else []
-        self.num_classes = getattr(dataset, "num_classes", None) or (len(self.classes) or None)
+        self.n = len(dataset)
 
     def __len__(self) -> int:
-        return len(self.dataset)
+        return self.n
 
-    def __getitem__(self, i: int) -> dict[str, Any]:
-        item = self.dataset[i]
-        if isinstance(item, dict):
-            return item
-        if not isinstance(item, (tuple, list)) or len(item) < 2:
-            raise ValueError(f"training data item {i}: expected (image, label), got {type(item).__name__}")
-        return {"image": to_image_tensor(item[0], self.image_size, f"training data item {i}"),
-                "label": int(item[1]), "boxes": torch.zeros(0, 4), "id": str(i)}
-
-
-def to_image_tensor(image: Any, size: int | None, where: str = "image") -> Tensor:
-    """One image as a ``(3, size, size)`` float tensor in [0, 1]."""
-    import torch.nn.functional as F
-
-    from masksal.explainers.base import prepare_images
-
-    try:
-        x, _, _ = prepare_images(image if not isinstance(image, np.ndarray) else np.asarray(image))
-    except ValueError as e:
-        raise ValueError(f"{where}: {e}") from None
-    if size is not None and tuple(x.shape[-2:]) != (size, size):
-        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True).clamp(0, 1)
-    return x[0]
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        epoch, i = divmod(index, self.n)
+        self.dataset.set_epoch(epoch)
+        return self.dataset[i]  # type: ignore[no-any-return]
 
 
 def as_training_dataset(data: Any, image_size: int | None) -> Dataset:
     """A map-style dataset of masksal samples from ``data``: a data spec string (``"benchmark"``,
-    ``"imagefolder:DIR"``...), a masksal dataset, or any ``Dataset`` of ``(image, label)`` pairs.
+    ``"imagefolder:DIR"``...), a masksal dataset, or any ``Dataset`` of ``(image, label)`` pairs
+    (see :func:`masksal.data.from_pairs`; images resized to ``image_size``, or kept at their own
+    size when it is ``None``).
 
     Raises:
         ValueError: ``data`` is none of these (a ``DataLoader`` is handled by the caller).
     """
+    from masksal.data import BenchmarkDataset, LocalizationDataset, PairDataset, from_pairs, load_dataset
+
     if isinstance(data, str):
         if data == "benchmark":
-            from masksal.data.benchmark import BenchmarkDataset
-
             return BenchmarkDataset(split="train", n=40000, size=image_size or 64)
-        from masksal.data import load_dataset
-
-        return load_dataset(data, split="train", size=image_size or 224)
+        return load_dataset(data, split="train", size=image_size or 224, require_labels=True)
+    if isinstance(data, (BenchmarkDataset, LocalizationDataset, PairDataset)):
+        return data
     if hasattr(data, "__getitem__") and hasattr(data, "__len__"):
-        return PairsDataset(data, image_size)
+        return from_pairs(data, size=image_size, resize="shorter_crop" if image_size else "none")
     raise ValueError(f"data must be a Dataset of (image, label) pairs, a DataLoader or a data spec string, got "
                      f"{type(data).__name__}")
 

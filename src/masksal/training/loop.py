@@ -110,13 +110,24 @@ def run_steps(
     step = start
     last: dict[str, float] = {}
     takes_view = [_takes_view(cb) for cb in callbacks]
+    bad, warned = 0, False
     kept = "nothing was saved" if save is None else "the last finite checkpoint is kept"
     bar = tqdm(total=total, initial=start, desc=desc, unit="step", disable=not (progress and is_main_process()),
                dynamic_ncols=True, file=sys.stderr)
     try:
         for batch in batches:
+            bad += len(batch.skipped)
+            if batch.skipped and not warned:
+                tqdm.write(f"skipped unreadable sample(s): {batch.skipped[0]} (all are counted in the log as "
+                           "bad_samples)", file=sys.stderr)
+                warned = True
+            if len(batch) == 0:  # every sample of this step was unreadable: the step does nothing
+                step += 1
+                bar.update(1)
+                continue
             record = training.step(batch, step)
             check_finite(record, step + 1, kept)
+            record["bad_samples"] = float(bad)
             step += 1
             bar.update(1)
             if step % log_every == 0 or step == total:

@@ -210,10 +210,12 @@ def fit_masker(
         module_device(model) if run.device == "auto" else resolve_device(run.device))
     clf = as_classifier(model)
     ds = data if isinstance(data, DataLoader) else as_training_dataset(data, image_size)
-    if image_size is None:
+    if image_size is None:  # the first image's size (shorter side), then every image resized to it
         first = next(iter(ds)) if isinstance(ds, DataLoader) else ds[0]
         img = first["image"] if isinstance(first, dict) else (first.images if isinstance(first, Batch) else first[0])
-        image_size = int(img.shape[-1])
+        image_size = int(min(img.shape[-2:]))
+        if not isinstance(ds, DataLoader):
+            ds = as_training_dataset(data, image_size)
     clf = clf.to(dev)
     if taps is not None or not clf.taps:
         chosen = list(taps) if taps is not None else default_taps(clf, image_size)
