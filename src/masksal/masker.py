@@ -121,6 +121,7 @@ class Masker(Explainer, nn.Module):
 
     name = "masker"
     class_specific = False
+    classifier: Classifier
 
     def __init__(self, classifier: Classifier | nn.Module, net: MaskerNet,
                  info: Mapping[str, Any] | None = None) -> None:

@@ -8,8 +8,12 @@ turns ``targets`` into one class per image. The subclass implements only its own
 ``_maps(images, targets)``.
 
 ``explain_with_logits`` returns the classifier's logits on the clean images as well: methods that
-run the classifier anyway (the masker, Grad-CAM, RISE...) hand back the logits of that forward
-pass, so an evaluation loop needs no second forward pass for the top-1 prediction.
+run the classifier on them anyway (the masker, Grad-CAM, the top-1 forward pass of RISE...) hand
+back the logits of that pass, so an evaluation loop needs no second forward pass for the top-1
+prediction.
+
+Methods that ignore the model (the centre and random baselines) may be built without one
+(``classifier=None``); their ``explain_with_logits`` then returns ``logits=None``.
 """
 
 from __future__ import annotations
@@ -25,7 +29,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from masksal.classifiers import Classifier, as_classifier, eval_mode, module_device
+from masksal.classifiers import Classifier, as_classifier, eval_mode
+from masksal.devices import module_device
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -71,20 +76,37 @@ class Explainer(ABC):
         classifier: the model to explain: a :class:`~masksal.classifiers.Classifier`, or any
             ``nn.Module`` returning logits for ImageNet-normalized images (it is wrapped with
             :func:`~masksal.classifiers.as_classifier`; wrap it yourself to give another
-            normalization).
+            normalization). ``None`` only for methods that ignore the model
+            (``requires_classifier = False``).
 
     Subclasses set ``name``, implement ``_maps`` and, if they need autograd, set
     ``needs_grad = True`` (``_maps`` then runs with gradients enabled; otherwise under
-    ``torch.no_grad()``, which the method may re-enable locally).
+    ``torch.no_grad()``, which the method may re-enable locally). A subclass that needs the
+    classifier declares ``classifier: Classifier`` (never ``None`` there: the constructor refuses
+    ``None`` unless ``requires_classifier`` is False).
+
+    Raises:
+        ValueError: ``classifier`` is ``None`` for a method that needs one, or not a module.
     """
 
-    name: ClassVar[str] = "explainer"
+    name: str = "explainer"
+    """The method's name in reports (an instance may carry its own, e.g. ``masker:masker_ca``)."""
     needs_grad: ClassVar[bool] = False
+    requires_classifier: ClassVar[bool] = True
+    """Whether the method runs the model (the baselines do not and accept ``classifier=None``)."""
     class_specific: ClassVar[bool] = True
     """Whether the map depends on ``targets`` (the class-agnostic masker's does not)."""
 
-    def __init__(self, classifier: Classifier | nn.Module) -> None:
-        self.classifier = as_classifier(classifier)
+    classifier: Classifier | None
+
+    def __init__(self, classifier: Classifier | nn.Module | None) -> None:
+        if classifier is None:
+            if self.requires_classifier:
+                raise ValueError(f"{type(self).__name__} needs a classifier to explain: pass a "
+                                 "masksal Classifier or an nn.Module returning logits")
+            self.classifier = None
+        else:
+            self.classifier = as_classifier(classifier)
 
     # -- the public calls -------------------------------------------------------------------
 
@@ -105,26 +127,38 @@ class Explainer(ABC):
             ValueError: images that are not RGB pixel values in [0, 1] (e.g. already normalized),
                 or a number of targets that does not match the images.
         """
-        return self.explain_with_logits(images, targets).maps
+        return self._explain(images, targets, with_logits=False).maps
 
     def explain_with_logits(self, images: Images, targets: Targets = None) -> Explanation:
         """Like :meth:`explain`, with the classifier's logits on the clean images.
 
-        The logits come from the method's own forward pass when it ran one; otherwise one forward
-        pass is added.
+        The logits come from the method's own forward pass on the clean images when it ran one
+        (Grad-CAM, the masker, the top-1 pass when ``targets`` is ``None``...); otherwise one
+        forward pass is added. Without a classifier (a baseline built with ``classifier=None``)
+        ``logits`` is ``None``.
+
+        Returns:
+            :class:`Explanation` with ``maps`` as :meth:`explain` returns them and ``logits``
+            ``(B, C)`` (``(C,)`` for a single image) on the same device, or ``None``.
         """
-        x, home, single = prepare_images(images, self.device)
+        return self._explain(images, targets, with_logits=True)
+
+    def _explain(self, images: Images, targets: Targets, with_logits: bool) -> Explanation:
+        clf = self.classifier
+        x, home, single = prepare_images(images, module_device(clf) if clf is not None else None,
+                                         _floating_dtype(clf) if clf is not None else torch.float32)
         t = prepare_targets(targets, x.shape[0], x.device)
         with self._eval(), torch.set_grad_enabled(self.needs_grad):
             out = self._maps(x, t)
             result = out if isinstance(out, Explanation) else Explanation(out)
-            if result.logits is None:
+            if with_logits and result.logits is None and clf is not None:
                 with torch.no_grad():
-                    result.logits = self.classifier(x)
+                    result.logits = clf(x)
         maps = result.maps.detach().float().to(home)
-        logits = result.logits.detach().to(home)
+        logits = result.logits.detach().to(home) if with_logits and result.logits is not None else None
         if single:
-            maps, logits = maps[0], logits[0]
+            maps = maps[0]
+            logits = logits[0] if logits is not None else None
         return Explanation(maps, logits)
 
     # -- for subclasses ---------------------------------------------------------------------
@@ -134,7 +168,8 @@ class Explainer(ABC):
         """The method's math.
 
         Args:
-            images: ``(B, 3, H, W)`` float in [0, 1] on the model's device.
+            images: ``(B, 3, H, W)`` in [0, 1] on the model's device, in the model's floating
+                dtype (float32 without a classifier).
             targets: ``(B,)`` int64 on the same device, or ``None`` for the top-1 class.
 
         Returns:
@@ -143,20 +178,23 @@ class Explainer(ABC):
 
     def resolve_targets(self, images: Tensor, targets: Tensor | None) -> tuple[Tensor, Tensor | None]:
         """``(targets, logits)``: the given targets (and no logits), or the top-1 class of one
-        forward pass and its logits."""
+        forward pass and its logits (hand them back in an :class:`Explanation`)."""
         if targets is not None:
             return targets, None
+        if self.classifier is None:
+            raise ValueError(f"{type(self).__name__} has no classifier to find the top-1 class: pass targets")
         with torch.no_grad():
             logits = self.classifier(images)
         return logits.argmax(dim=1), logits
 
     def modules_to_eval(self) -> list[nn.Module]:
         """The networks put in eval mode while explaining (the classifier; the masker adds its net)."""
-        return [self.classifier]
+        return [self.classifier] if self.classifier is not None else []
 
     @property
     def device(self) -> torch.device:
-        return module_device(self.classifier)
+        """Where the model lives (inputs are moved there); the CPU without a classifier."""
+        return module_device(self.classifier) if self.classifier is not None else torch.device("cpu")
 
     def options(self) -> dict[str, Any]:
         """The method's settings: the constructor's arguments (after the classifier) that the
@@ -175,6 +213,14 @@ class Explainer(ABC):
             for m in self.modules_to_eval():
                 stack.enter_context(eval_mode(m))
             yield
+
+
+def _floating_dtype(module: nn.Module) -> torch.dtype:
+    """The dtype of the module's first floating-point parameter or buffer (float32 if none)."""
+    for t in [*module.parameters(), *module.buffers()]:
+        if t.is_floating_point():
+            return t.dtype
+    return torch.float32
 
 
 # -- input coercion ---------------------------------------------------------------------------
@@ -203,8 +249,14 @@ def _one_to_tensor(image: ImageLike) -> Tensor:
     raise ValueError(f"images must be tensors, PIL images or NumPy arrays, got {type(image).__name__}")
 
 
-def prepare_images(images: Images, device: torch.device | None = None) -> tuple[Tensor, torch.device, bool]:
-    """Coerce ``images`` to a ``(B, 3, H, W)`` float tensor in [0, 1] on ``device``.
+def prepare_images(images: Images, device: torch.device | None = None,
+                   dtype: torch.dtype = torch.float32) -> tuple[Tensor, torch.device, bool]:
+    """Coerce ``images`` to a ``(B, 3, H, W)`` tensor of ``dtype`` in [0, 1] on ``device``.
+
+    Args:
+        images: see :meth:`Explainer.explain`.
+        device: where the result goes (``None``: where the input is).
+        dtype: floating dtype of the result (the model's: a float64 model gets float64 pixels).
 
     Returns:
         ``(images, home device, single)``: ``home`` is where the input lived (maps go back
@@ -214,7 +266,7 @@ def prepare_images(images: Images, device: torch.device | None = None) -> tuple[
         ValueError: one line saying what is wrong and what to pass instead.
     """
     single = False
-    if isinstance(images, (list, tuple)):
+    if isinstance(images, Sequence):
         if not images:
             raise ValueError("images: got an empty list")
         parts = [_one_to_tensor(im) for im in images]
@@ -234,10 +286,10 @@ def prepare_images(images: Images, device: torch.device | None = None) -> tuple[
     if x.shape[0] == 0:
         raise ValueError("images: got an empty batch")
     if x.dtype == torch.uint8:
-        x = x.to(device or home).float().div_(255.0)
+        x = x.to(device or home).to(dtype).div_(255.0)
     elif x.is_floating_point():
         x = x.to(device or home)
-        lo, hi = float(x.min()), float(x.max())
+        lo, hi = (float(v) for v in torch.aminmax(x))  # one pass over the pixels
         if not (np.isfinite(lo) and np.isfinite(hi)):
             raise ValueError("images contain NaN or inf values")
         if lo < -RANGE_TOLERANCE or hi > 1.0 + RANGE_TOLERANCE:
@@ -246,8 +298,7 @@ def prepare_images(images: Images, device: torch.device | None = None) -> tuple[
                              "or uint8 images")
         if lo < 0.0 or hi > 1.0:
             x = x.clamp(0.0, 1.0)
-        if x.dtype == torch.float64:
-            x = x.float()
+        x = x.to(dtype)
     else:
         raise ValueError(f"images must be float in [0, 1] or uint8, got dtype {x.dtype}")
     return x, home, single
