@@ -72,7 +72,8 @@ def test_a_method_that_needs_a_classifier_says_so_in_one_line(name: str) -> None
 def test_masker_is_a_registered_method(checkpoint: Path) -> None:
     masker = create_explainer("masker", checkpoint=checkpoint)
     assert isinstance(masker, Masker) and isinstance(masker, Explainer)
-    assert repr(masker) == f"Masker(taps=['layer3', 'layer4'], checkpoint='{checkpoint}')"
+    assert repr(masker).startswith("Masker(taps=['layer3', 'layer4'], ")
+    assert repr(masker).endswith(f"checkpoint='{checkpoint}')")
     x = torch.rand(2, 3, 32, 32)
     out = masker.explain_with_logits(x)
     logits, maps = masker.classify_and_explain(x)

@@ -420,5 +420,5 @@ def load_masker(ckpt: str | Path, model: nn.Module | None = None, device: str | 
     info: dict[str, Any] = {"checkpoint": str(ckpt), "steps": meta.step, "image_size": meta.image_size,
                             "classes": meta.classes,
             **{k: meta.run[k] for k in ("mode", "origin_fingerprint") if k in meta.run},
-            "fingerprint": meta.classifier_fingerprint, "explains_copy": meta.explains_copy}
+            "fingerprint": meta.classifier_fingerprint, "explains_copy": meta.explains_copy, "config": cfg}
     return Masker(clf, net.to(device), info=info).eval()

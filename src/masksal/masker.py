@@ -149,7 +149,7 @@ class Masker(Explainer, nn.Module):
     @torch.no_grad()
     def mask_logits(self, images: Images) -> Tensor:
         """Pre-sigmoid maps ``(B, H, W)`` (the sanity checks compare these: a sigmoid saturates)."""
-        x, home, single = prepare_images(images, self.device)
+        x, home, single = prepare_images(images, self.device, dtype=next(self.net.parameters()).dtype)
         with self._eval():
             out = self(x)[0][:, 0].to(home)
         return out[0] if single else out

@@ -63,7 +63,7 @@ def test_unknown_method_is_one_line(trained):
 
 def test_usage_errors_are_one_line():
     r = cli("evaluate")
-    r.assert_one_line_error("METHOD")
+    r.assert_one_line_error("method")
     r = cli("nosuchcommand")
     r.assert_one_line_error("nosuchcommand")
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing as mp
+
 import pytest
 
 from masksal.checkpoint import load_masker, read_meta

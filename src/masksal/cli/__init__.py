@@ -54,7 +54,8 @@ def _click_errors() -> tuple[tuple[type[BaseException], ...], tuple[type[BaseExc
     else:
         usage.append(vendored.UsageError)
         other.append(vendored.ClickException)
-        abort.append(vendored.Abort)
+        if hasattr(vendored, "Abort"):
+            abort.append(vendored.Abort)
     return tuple(usage), tuple(other), tuple(abort)
 
 

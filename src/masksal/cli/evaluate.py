@@ -75,15 +75,7 @@ def evaluate(
     explains its part of the split, the metrics are summed, rank 0 prints and writes the result.
     """
     from masksal.checkpoint import write_json
-    from masksal.cli.specs import (
-        build_dataset,
-        check_classes,
-        image_size_of,
-        load_method,
-        method_label,
-        reference_checkpoint,
-        resolve_classifier,
-    )
+    from masksal.cli.specs import build_dataset, check_classes, load_evaluated, method_label
     from masksal.distributed import is_main_process, process_device, torchrun_session
     from masksal.evaluation import evaluate_sharded, format_table
 
@@ -93,12 +85,8 @@ def evaluate(
     with torchrun_session(device):
         main = is_main_process()
         dev = process_device(device)
-        clf = resolve_classifier(classifier, [method], dev)
-        explainer = load_method(method, clf if classifier is not None else None, dev)
-        if classifier is None:
-            clf = getattr(explainer, "classifier", clf)  # a masker evaluates with its own classifier object
-        img = size or image_size_of(classifier, [method])
-        ref = reference_checkpoint(classifier, [method])
+        explainer, clf, native_size, ref = load_evaluated(method, classifier, dev)
+        img = size or native_size
         ds = build_dataset(data, split, img, n, reference=ref)
         check_classes(ds, clf, data)
         val_ds = None
@@ -157,7 +145,7 @@ def benchmark(
     n_threads = set_threads(threads)
     check_out_dir(out)
     names = _metric_list(metrics)
-    specs = [m.strip().replace(";", ",") for m in methods.split(",") if m.strip()]
+    specs = [m.strip() for m in methods.split(",") if m.strip()]
     if not specs:
         raise ValueError("--methods: name at least one method")
     dev = resolve_device(device)

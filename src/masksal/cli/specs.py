@@ -16,6 +16,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from masksal.checkpoint import is_checkpoint, load_classifier, load_config_of, read_meta
 from masksal.classifiers import Classifier
+from masksal.config import DataConfig
 from masksal.explainers.base import SupportsExplain
 from masksal.types import collate
 
@@ -40,28 +41,35 @@ def load_method(spec: str, classifier: Classifier | None, device: str | torch.de
     from masksal.explainers import create_explainer, parse_method_spec
 
     if is_masker_spec(spec):
-        from masksal.checkpoint import load_masker
-
         path = masker_path(spec)
-        masker = load_masker(path, device=device)
-        if classifier is not None:
-            fp = classifier.fingerprint()
-            if fp not in (masker.info.get("fingerprint"), masker.info.get("origin_fingerprint")):
-                raise ValueError(f"{spec}: this masker was trained with another classifier than the one given with "
-                                 "--classifier (the weights differ)")
-        masker.info["label"] = f"masker:{path.name}"
-        return masker
-    if classifier is None:
-        raise ValueError(f"method {spec!r} needs a classifier: pass --classifier CHECKPOINT")
+        explainer = create_explainer("masker", classifier, checkpoint=path, device=device)
+        explainer.name = f"masker:{path.name}"
+        return explainer
     name, options = parse_method_spec(spec)
+    if classifier is None and name not in ("centre", "random"):
+        raise ValueError(f"method {spec!r} needs a classifier: pass --classifier CHECKPOINT")
     return create_explainer(name, classifier, **options)
 
 
 def method_label(spec: str, explainer: Any) -> str:
-    info = getattr(explainer, "info", None)
-    if isinstance(info, dict) and "label" in info:
-        return str(info["label"])
-    return spec
+    """How a table names the method: ``masker:<folder>`` for a masker, else the spec."""
+    name = str(getattr(explainer, "name", ""))
+    return name if name.startswith("masker:") else spec
+
+
+def load_evaluated(method: str, classifier: str | None, device: torch.device
+                   ) -> tuple[SupportsExplain, Classifier, int, Path | DataConfig | None]:
+    """``(explainer, classifier, image size, data reference)`` for ``evaluate``, each file read once:
+    a masker without ``--classifier`` brings its classifier, image size and training data."""
+    if classifier is None and is_masker_spec(method):
+        explainer = load_method(method, None, device)
+        info = dict(getattr(explainer, "info", {}))
+        cfg = info.get("config")
+        return (explainer, explainer.classifier, int(info.get("image_size", 224)),  # type: ignore[attr-defined]
+                cfg.data if cfg is not None else masker_path(method))
+    clf = resolve_classifier(classifier, [method], device)
+    explainer = load_method(method, clf, device)
+    return explainer, clf, image_size_of(classifier, [method]), reference_checkpoint(classifier, [method])
 
 
 def resolve_classifier(classifier: str | None, methods: list[str], device: str | torch.device) -> Classifier:
@@ -87,15 +95,15 @@ def image_size_of(classifier_ckpt: str | None, methods: list[str]) -> int:
     return read_meta(ref).image_size if ref is not None else 224
 
 
-def build_dataset(data: str, split: str, size: int, n: int, reference: Path | None = None) -> Dataset:
+def build_dataset(data: str, split: str, size: int, n: int, reference: Path | DataConfig | None = None) -> Dataset:
     """A dataset from a data spec; for the built-in benchmark, the families and seed the
-    ``reference`` checkpoint was trained on, so labels mean the same classes."""
+    ``reference`` (a checkpoint, or its data config) was trained on, so labels mean the same classes."""
     if data == "benchmark":
         from masksal.data.benchmark import BenchmarkDataset
 
         kw: dict[str, Any] = {}
         if reference is not None:
-            dcfg = load_config_of(reference).data
+            dcfg = reference if isinstance(reference, DataConfig) else load_config_of(reference).data
             if dcfg.dataset == "benchmark":
                 kw = {"families": tuple(dcfg.families), "seed": dcfg.seed, "max_distractors": dcfg.max_distractors}
         return BenchmarkDataset(split=split, n=n, size=size, **kw)
@@ -105,7 +113,7 @@ def build_dataset(data: str, split: str, size: int, n: int, reference: Path | No
 
 
 def build_loader(data: str, split: str, size: int, n: int, batch_size: int, num_workers: int = 0,
-                 reference: Path | None = None) -> tuple[Dataset, DataLoader]:
+                 reference: Path | DataConfig | None = None) -> tuple[Dataset, DataLoader]:
     """A dataset (see :func:`build_dataset`) and its loader of :class:`~masksal.types.Batch`."""
     ds = build_dataset(data, split, size, n, reference)
     return ds, DataLoader(ds, batch_size=batch_size, collate_fn=collate, num_workers=num_workers)

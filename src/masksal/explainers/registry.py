@@ -148,7 +148,9 @@ def load_masker_explainer(classifier: Classifier | nn.Module | None = None, chec
     Args:
         classifier: ``None`` (the masker explains the classifier stored with it), or the
             classifier you mean to explain: it must have the stored classifier's weights (a
-            masker only explains the classifier it was trained with).
+            masker only explains the classifier it was trained with) or, for a masker trained
+            alongside its classifier (CA), the weights that classifier started from (the maps
+            still come from the co-trained copy; metrics may score with the original).
         checkpoint: the masker's checkpoint directory.
         device: where to load it (default: the given classifier's device, else the CPU).
 
@@ -164,7 +166,8 @@ def load_masker_explainer(classifier: Classifier | nn.Module | None = None, chec
     path = Path(str(checkpoint))
     if classifier is not None:
         clf = as_classifier(classifier)
-        if clf.fingerprint() != read_meta(path).classifier_fingerprint:
+        meta = read_meta(path)
+        if clf.fingerprint() not in (meta.classifier_fingerprint, meta.run.get("origin_fingerprint")):
             raise ValueError(f"masker {path}: trained with another classifier (weights differ) than the one given")
         if device is None:
             device = module_device(clf)
