@@ -14,7 +14,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
@@ -113,25 +112,13 @@ def speed_table(rows: Sequence[dict[str, Any]]) -> str:
                           first_align="---").rstrip("\n")
 
 
-def side_by_side(methods: Sequence[tuple[str, Explainer]], batch: Batch, out: Path) -> Path:
-    """HTML page: ``batch``'s images (rows) explained by every method (columns)."""
-    from masksal.report import Report, draw_boxes, overlay, upscale
+def side_by_side(methods: Sequence[tuple[str, Explainer]], batch: Batch, out: Path, *, classifier: Any = None,
+                 class_names: Sequence[str] | None = None, scaling: str = "shared") -> Path:
+    """HTML page: ``batch``'s images (rows) explained by every method (columns); see
+    :func:`masksal.report.side_by_side.write_side_by_side`."""
+    from masksal.report.side_by_side import write_side_by_side
 
-    rep = Report("masksal benchmark: the same images, every method")
-    rep.paragraph("Each row is one test image (ground-truth box in green); each column a method's map for the "
-                  "true class, overlaid.", note=True)
-    images = batch.images
-    maps = {spec: e.explain(images, batch.labels).detach().float().cpu().numpy() for spec, e in methods}
-    cells: list[tuple[np.ndarray, str]] = []
-    factor = max(1, 128 // images.shape[-1])
-    for i in range(len(batch)):
-        img = images[i].permute(1, 2, 0).cpu().numpy()
-        cells.append((upscale(draw_boxes((img * 255).astype(np.uint8), batch.boxes[i].cpu().numpy()), factor),
-                      f"image {batch.ids[i]}"))
-        for spec, _ in methods:
-            cells.append((upscale(overlay(img, maps[spec][i]), factor), spec))
-    rep.grid(cells, columns=len(methods) + 1, cell_px=128)
-    return rep.write(out)
+    return write_side_by_side(methods, batch, out, classifier=classifier, class_names=class_names, scaling=scaling)
 
 
 def write_outputs(rows: list[dict[str, Any]], out_dir: Path, context: dict[str, Any]) -> dict[str, Path]:
