@@ -165,16 +165,15 @@ _INSPECT = """() => {
     if (w > 0.5 && h > 0.5) overlaps.push(describe(a) + ' / ' + describe(b));
   }
   const imgs = [...document.images];
-  const bar = document.querySelector('.colorbar img');
+  const bar = document.querySelector('.colorbar .ramp');
   const barRect = bar ? bar.getBoundingClientRect() : null;
   return {
     viewport: vw, page_width: document.documentElement.scrollWidth, overflow, spill, overlaps,
     images: imgs.length,
     broken: imgs.filter(i => !(i.complete && i.naturalWidth > 0)).map(i => i.alt || i.src.slice(0, 40)),
     no_alt: imgs.filter(i => !i.alt.trim()).length,
-    smallest_picture: Math.min(...imgs.filter(i => !i.closest('.colorbar'))
-                                      .map(i => i.getBoundingClientRect().width)),
-    colorbar: bar ? {loaded: bar.naturalWidth > 0, width: barRect.width, height: barRect.height,
+    smallest_picture: Math.min(...imgs.map(i => i.getBoundingClientRect().width)),
+    colorbar: bar ? {gradient: getComputedStyle(bar).backgroundImage, width: barRect.width, height: barRect.height,
                      ticks: document.querySelectorAll('.colorbar .ticks span').length,
                      label: document.querySelector('.colorbar figcaption').textContent} : null,
     lang: document.documentElement.lang,
@@ -207,7 +206,8 @@ def test_page_reads_well_in_chromium(browser: Any, pages: dict[str, Path], shots
     assert info["no_alt"] == 0
     assert info["smallest_picture"] >= 60, f"a picture is shown {info['smallest_picture']:.0f} px wide"
     bar = info["colorbar"]
-    assert bar is not None and bar["loaded"] and bar["width"] >= 200 and bar["height"] >= 8 and bar["ticks"] >= 2
+    assert bar is not None and bar["width"] >= 200 and bar["height"] >= 8 and bar["ticks"] >= 2
+    assert bar["gradient"].startswith("linear-gradient(to right, rgb(0, 0, 4)")  # inferno, from its darkest
     assert "scaling" in bar["label"]
     # One self-contained file: nothing fetched but the page itself (images are data URIs).
     assert [u for u in fetched if u != url and not u.startswith("data:")] == []

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from masksal.report.images import colour_ramp, data_uri
+from masksal.report.images import css_gradient, data_uri
 
 _STYLE = """
 *, *::before, *::after { box-sizing: border-box; }
@@ -38,7 +38,7 @@ figcaption, .caption { font-size: 0.85em; color: #333; overflow-wrap: anywhere; 
 .cell { text-align: center; min-width: 0; }
 .cell img { display: block; image-rendering: pixelated; width: 100%; }
 .colorbar { max-width: 420px; margin: 0.8em 0; }
-.colorbar img { display: block; width: 100%; height: 16px; border: 1px solid #999; }
+.colorbar .ramp { width: 100%; height: 16px; border: 1px solid #999; }
 .ticks { display: flex; justify-content: space-between; font-size: 0.8em; gap: 0.5em; }
 .ticks span:last-child { text-align: right; }
 .wrong { color: #b00020; }
@@ -123,9 +123,10 @@ class Report:
         """A colour bar: the colour map from low (left) to high (right), ``ticks`` spread evenly
         under it, and ``label`` saying what the colours measure and how they are scaled."""
         spans = "".join(f"<span>{esc(t)}</span>" for t in ticks)
+        ends = f"{ticks[0]} to {ticks[-1]}" if ticks else "low to high"
         self.parts.append(
-            f'<figure class="colorbar"><img src="{data_uri(colour_ramp(cmap))}" '
-            f'alt="colour scale: low values at the left, high values at the right">'
+            f'<figure class="colorbar"><div class="ramp" role="img" style="background: {css_gradient(cmap)}" '
+            f'aria-label="{esc(f"colour scale, dark for low values to bright for high ({ends})")}"></div>'
             f'<div class="ticks" aria-hidden="true">{spans}</div><figcaption>{esc(label)}</figcaption></figure>')
 
     def html(self) -> str:

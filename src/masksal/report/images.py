@@ -57,10 +57,17 @@ def overlay(image: np.ndarray, saliency: np.ndarray, alpha: float = 0.5, cmap: s
     return (img * (1 - alpha) + col * alpha + 0.5).astype(np.uint8)
 
 
-def colour_ramp(cmap: str, width: int = 256, height: int = 16) -> np.ndarray:
-    """``(height, width, 3)`` uint8: the colour map from its lowest (left) to its highest colour."""
-    ramp = np.tile(np.linspace(0.0, 1.0, width), (height, 1))
-    return colorize(ramp, cmap, 0.0, 1.0)
+def css_gradient(cmap: str, stops: int = 17) -> str:
+    """A CSS ``linear-gradient`` through ``stops`` evenly spaced colours of ``cmap``, low at the
+    left: a colour bar that stays sharp at any width and needs no image."""
+    from matplotlib import colormaps
+
+    cm = colormaps[cmap]
+    parts = []
+    for t in np.linspace(0.0, 1.0, stops):
+        r, g, b = (int(round(255 * c)) for c in cm(float(t))[:3])
+        parts.append(f"rgb({r},{g},{b}) {100 * t:.4g}%")
+    return "linear-gradient(to right, " + ", ".join(parts) + ")"
 
 
 def draw_boxes(image: np.ndarray, boxes: Boxes, colour: tuple[int, int, int] = (0, 255, 0),
