@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from torch.utils.data import DataLoader
 
 from masksal.checkpoint import is_checkpoint, load_masker, write_json
@@ -61,7 +60,8 @@ def demo_config(plan: DemoPlan, mode: str, out: Path) -> ExperimentConfig:
 
 
 def run_demo(out: str | Path = "runs/demo", quick: bool = False, mode: str = "ca", progress: bool = True,
-             log: Any = print, plan: DemoPlan | None = None, device: str = "auto") -> dict[str, Any]:
+             log: Any = print, plan: DemoPlan | None = None, device: str = "auto",
+             scaling: str = "shared") -> dict[str, Any]:
     """Run (or finish) the demo in ``out``; returns the metrics written to ``metrics.json``.
 
     ``plan`` overrides the sizes of the full (or ``quick``) demo.
@@ -128,54 +128,16 @@ def run_demo(out: str | Path = "runs/demo", quick: bool = False, mode: str = "ca
         "config": cfg.to_dict(),
     }
     write_json(out / "metrics.json", metrics)
-    report = write_demo_report(out, masker, test_ds, metrics)
+    report = write_demo_report(out, masker, test_ds, metrics, scaling=scaling)
     log(f"LE: masker {metrics['masker_LE']:.1f}%, centre box {metrics['centre_LE']:.1f}%; "
         f"classifier accuracy {clf_acc:.1f}%")
     log(f"report: {report.resolve()}")
     return metrics
 
 
-def write_demo_report(out: Path, masker: Any, test_ds: Any, metrics: dict[str, Any], n_images: int = 24) -> Path:
-    """report.html: metrics table, training curves, and a grid of test images with their maps."""
-    from masksal.metrics.boxes import binarize, largest_component_boxes
-    from masksal.report import Report, colorize, draw_boxes, overlay, upscale
-    from masksal.report.plots import training_curves
+def write_demo_report(out: Path, masker: Any, test_ds: Any, metrics: dict[str, Any], n_images: int = 24,
+                      scaling: str = "shared") -> Path:
+    """report.html (see :func:`masksal.report.demo_page.write_demo_page`)."""
+    from masksal.report.demo_page import write_demo_page
 
-    rep = Report("masksal demo: masker on the built-in benchmark")
-    co_trained = "" if metrics["mode"] == "fix" else (
-        f" Trained alongside the masker, the classifier's copy ends at {metrics['masker']['top1']:.1f}%; the "
-        "masker's numbers use that copy, which it explains.")
-    rep.paragraph(f"Classifier test accuracy {metrics['classifier_test_accuracy']:.1f}%. Masker trained in "
-                  f"{metrics['mode'].upper()} mode.{co_trained} All numbers on the held-out test split.")
-    cols = [("le", "LE"), ("om", "OM"), ("f1", "F1"), ("maxboxacc", "MaxBoxAcc"),
-            ("maxboxacc_v2", "MaxBoxAccV2"), ("pxap", "PxAP"), ("maps_per_second", "maps/s")]
-    cols = [(k, h) for k, h in cols if k in metrics["masker"]]
-    rep.table(["method", *[h for _, h in cols]],
-              [[name, *[float(metrics[m][k]) for k, _ in cols]]
-               for name, m in (("masker", "masker"), ("centre box", "centre_baseline"))])
-    rep.paragraph("LE: localization error (%, lower is better; box from the largest connected component of the "
-                  "map above its mean, wrong if IoU <= 0.5). OM: LE or wrong class. F1: mask vs box region. "
-                  "MaxBoxAcc / PxAP: wsolevaluation metrics (%, higher is better).", note=True)
-    curves = training_curves(out / f"masker_{metrics['mode']}" / "log.jsonl")
-    if curves is not None:
-        rep.heading("Masker training")
-        rep.image(curves, "objective terms and accuracies against training steps")
-    rep.heading("Test images")
-    rep.paragraph("Each row: image; ground-truth box (green); mask; box from the mask (red) over the overlay.",
-                  note=True)
-    batch = collate([test_ds[i] for i in range(min(n_images, len(test_ds)))])
-    maps = masker.explain(batch.images).cpu().numpy()
-    pred_boxes = largest_component_boxes(binarize(maps.astype(np.float64), "mean"))
-    cells = []
-    f = 2
-    for i in range(len(batch)):
-        img = batch.images[i].permute(1, 2, 0).numpy()
-        gt = batch.boxes[i].numpy()
-        box = pred_boxes[i]
-        cells += [
-            (upscale(draw_boxes((img * 255).astype(np.uint8), gt), f), f"{batch.ids[i]}"),
-            (upscale(colorize(maps[i], "gray"), f), f"mask mean {maps[i].mean():.2f}"),
-            (upscale(draw_boxes(draw_boxes(overlay(img, maps[i]), gt), [box], (255, 0, 0)), f), "box from mask"),
-        ]
-    rep.grid(cells, columns=6, cell_px=128)
-    return rep.write(out / "report.html")
+    return write_demo_page(out, masker, test_ds, metrics, n_images=n_images, scaling=scaling)

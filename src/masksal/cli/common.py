@@ -29,6 +29,9 @@ ThreadsOpt = Annotated[int, typer.Option(
     min=0, help="CPU threads for torch (0: automatic, fewer when the machine is busy; see docs/your-model.md).")]
 BatchOpt = Annotated[int, typer.Option(min=1, help="Images per batch.")]
 NumImagesOpt = Annotated[int, typer.Option("--num-images", min=1, help="Images of the built-in benchmark per split.")]
+ScalingOpt = Annotated[str, typer.Option(
+    help="Colour scale of the maps in the HTML pages: shared (one range per method, so a weak map looks weak) "
+         "or per-image (each map stretched to its own range).")]
 AmpOpt = Annotated[str, typer.Option(
     help="Mixed precision: auto (bf16, or fp16 with loss scaling, on a GPU; off on CPU), off, bf16, fp16.")]
 CompileOpt = Annotated[bool, typer.Option("--compile/--no-compile", help="torch.compile the networks.")]

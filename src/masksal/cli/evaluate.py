@@ -14,6 +14,7 @@ from masksal.cli.common import (
     DeviceOpt,
     NumImagesOpt,
     QuietOpt,
+    ScalingOpt,
     ThreadsOpt,
     check_out_dir,
     check_out_file,
@@ -121,6 +122,7 @@ def benchmark(
     device: DeviceOpt = "auto",
     threads: ThreadsOpt = 0,
     out: Annotated[Path, typer.Option(help="Output folder.")] = Path("runs/benchmark"),
+    scaling: ScalingOpt = "shared",
     quiet: QuietOpt = False,
 ) -> None:
     """Compare saliency methods on one classifier and dataset: quality and speed in one table."""
@@ -139,7 +141,8 @@ def benchmark(
     )
     from masksal.devices import resolve_device
     from masksal.evaluation import compare_methods, format_table, speed_table, write_outputs
-    from masksal.evaluation.compare import side_by_side
+    from masksal.report.side_by_side import write_side_by_side
+    from masksal.training import dataset_classes
     from masksal.types import collate
 
     n_threads = set_threads(threads)
@@ -163,7 +166,8 @@ def benchmark(
     paths = write_outputs(rows, out, {"device": name, "methods": specs, "data": data, "split": split,
                                       "limit": limit, "image_size": size})
     sample = collate([ds[i] for i in range(min(8, len(ds)))]).to(dev)  # type: ignore[arg-type]
-    page = side_by_side(loaded, sample, out / "side_by_side.html")
+    page = write_side_by_side(loaded, sample, out / "side_by_side.html", classifier=clf,
+                              class_names=dataset_classes(ds) or None, scaling=scaling.replace("-", "_"))
     typer.echo(format_table(rows))
     typer.echo("")
     typer.echo(speed_table(rows))

@@ -15,6 +15,7 @@ from masksal.cli.common import (
     DeviceOpt,
     QuietOpt,
     ResumeOpt,
+    ScalingOpt,
     SetOpt,
     SyncBnOpt,
     ThreadsOpt,
@@ -56,6 +57,7 @@ def demo(
     quick: Annotated[bool, typer.Option(
         "--quick", help="Short run: 12,000 images, 200 masker steps (about 2 min on 2 cores).")] = False,
     mode: Annotated[str, typer.Option(help="Classifier mode while training the masker: fix, ca or pool.")] = "ca",
+    scaling: ScalingOpt = "shared",
     device: DeviceOpt = "auto",
     threads: ThreadsOpt = 0,
     quiet: QuietOpt = False,
@@ -65,7 +67,7 @@ def demo(
 
     set_threads(threads)
     run_demo(out or Path("runs/demo_quick" if quick else "runs/demo"), quick=quick, mode=mode,
-             progress=not quiet, device=device)
+             progress=not quiet, device=device, scaling=scaling.replace("-", "_"))
 
 
 @app.command("train-classifier", epilog="Example: masksal train-classifier --out runs/classifier "

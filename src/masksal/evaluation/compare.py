@@ -14,7 +14,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
@@ -22,7 +21,6 @@ from masksal.classifiers import Classifier
 from masksal.evaluation.evaluate import evaluate
 from masksal.evaluation.table import format_table, speed_table
 from masksal.explainers.base import SupportsExplain
-from masksal.types import Batch
 
 
 class PeakMemory:
@@ -102,27 +100,6 @@ def compare_methods(
     for r in rows:
         r["masker_speedup"] = masker_rate / r["maps_per_second"] if masker_rate else float("nan")
     return rows
-
-
-def side_by_side(methods: Sequence[tuple[str, SupportsExplain]], batch: Batch, out: Path) -> Path:
-    """HTML page: ``batch``'s images (rows) explained by every method (columns)."""
-    from masksal.report import Report, draw_boxes, overlay, upscale
-
-    rep = Report("masksal benchmark: the same images, every method")
-    rep.paragraph("Each row is one test image (ground-truth box in green); each column a method's map for the "
-                  "true class, overlaid.", note=True)
-    images = batch.images
-    maps = {spec: e.explain(images, batch.labels).detach().float().cpu().numpy() for spec, e in methods}
-    cells: list[tuple[np.ndarray, str]] = []
-    factor = max(1, 128 // images.shape[-1])
-    for i in range(len(batch)):
-        img = images[i].permute(1, 2, 0).cpu().numpy()
-        cells.append((upscale(draw_boxes((img * 255).astype(np.uint8), batch.boxes[i].cpu().numpy()), factor),
-                      f"image {batch.ids[i]}"))
-        for spec, _ in methods:
-            cells.append((upscale(overlay(img, maps[spec][i]), factor), spec))
-    rep.grid(cells, columns=len(methods) + 1, cell_px=128)
-    return rep.write(out)
 
 
 def write_outputs(rows: list[dict[str, Any]], out_dir: Path, context: dict[str, Any]) -> dict[str, Path]:
