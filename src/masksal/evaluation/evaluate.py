@@ -19,7 +19,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
 
-from masksal.classifiers import Classifier, eval_mode
+from masksal.classifiers import Classifier, as_classifier, eval_mode
 from masksal.devices import module_device
 from masksal.distributed import all_reduce_sum
 from masksal.explainers.base import SupportsExplain
@@ -158,7 +158,7 @@ def _with_labels(batch: Batch, labels: torch.Tensor) -> Batch:
 
 def evaluate(
     explainer: SupportsExplain,
-    classifier: Classifier | None,
+    classifier: Classifier | torch.nn.Module | None,
     loader: Iterable[Batch],
     *,
     metrics: Sequence[str] = METRICS,
@@ -207,6 +207,7 @@ def evaluate(
         classifier = getattr(explainer, "classifier", None)
         if not isinstance(classifier, Classifier):
             raise ValueError("evaluate: pass the classifier the maps explain (this explainer has none)")
+    classifier = as_classifier(classifier)  # a plain nn.Module: ImageNet normalization
     unknown = [m for m in metrics if m not in METRICS]
     if unknown:
         raise ValueError(f"unknown metric(s) {unknown}; choose from {list(METRICS)}")

@@ -32,7 +32,7 @@ def build_dataset(cfg: ExperimentConfig, split: str, epoch: int = 0) -> Dataset:
                                 start=epoch * n)
     from masksal.data import load_dataset
 
-    return load_dataset(d.dataset, split=split, size=d.image_size)
+    return load_dataset(d.dataset, split=split, size=d.image_size, require_labels=split == "train")
 
 
 def dataset_classes(ds: Any) -> list[str]:

@@ -250,7 +250,10 @@ def fit_masker(
             p.requires_grad_(g)
     info = {"mode": mode, "steps": steps, "image_size": image_size, "classes": dataset_classes(ds),
             "origin_fingerprint": origin, "explains_copy": mode != "fix", "config": cfg}
-    return Masker(clf, net, info=info).eval()
+    # Not .eval(): in FIX mode the masker wraps the caller's own model, whose mode stays theirs;
+    # explaining always runs in eval mode anyway.
+    net.eval()
+    return Masker(clf, net, info=info)
 
 
 def default_taps(classifier: Classifier, image_size: int) -> list[str]:
