@@ -1,5 +1,5 @@
 """ROAD (metrics/road.py): the imputation on hand-computed cases, the metric on a toy model whose
-evidence is one known block, the blurred-map control and sharding."""
+evidence is one known block, the blurred-map control, sharding, and evaluate()."""
 
 from __future__ import annotations
 
@@ -11,11 +11,13 @@ import scipy.sparse
 import torch
 from scipy.sparse.linalg import spsolve
 from torch import nn
+from torch.utils.data import DataLoader
 
 from masksal.classifiers import Classifier, create_classifier
+from masksal.evaluation import evaluate, format_table
 from masksal.metrics import RemoveAndDebias, blur_maps, noisy_linear_imputation
 from masksal.metrics.road import NEIGHBOURS
-from masksal.types import Batch
+from masksal.types import Batch, collate
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -307,3 +309,27 @@ def test_merge_refuses_other_settings_and_bad_arguments_raise() -> None:
         RemoveAndDebias(clf).scores(maps, batch, targets=torch.tensor([0]))
     with pytest.raises(ValueError, match="do not match"):
         RemoveAndDebias(clf).update(maps[:, :8], batch)
+
+
+def test_evaluate_runs_road_and_the_pointing_game() -> None:
+    class Centre:
+        name = "centre"
+
+        def explain(self, images: torch.Tensor, targets: torch.Tensor | None = None) -> torch.Tensor:
+            b, _, h, w = images.shape
+            y = torch.arange(h, dtype=torch.float32) - (h - 1) / 2
+            x = torch.arange(w, dtype=torch.float32) - (w - 1) / 2
+            return torch.exp(-(y[:, None] ** 2 + x[None, :] ** 2) / 20).expand(b, h, w).clone()
+
+    g = torch.Generator().manual_seed(0)
+    samples = [{"image": torch.rand(3, 16, 16, generator=g), "label": i % 3, "id": str(i),
+                "boxes": torch.tensor([[4.0, 4.0, 11.0, 11.0]])} for i in range(6)]
+    loader = DataLoader(samples, batch_size=4, collate_fn=collate)  # type: ignore[arg-type]
+    result = evaluate(Centre(), small_classifier(), loader, metrics=("road", "pointing_game"), progress=False,
+                      metric_options={"road": {"fractions": (0.25, 0.75)}})
+    assert result["images"] == 6
+    for key in ("road_gap", "road_morf", "road_lerf", "road_gap_blurred", "road_morf@0.25", "road_lerf_acc@0.75"):
+        assert math.isfinite(result[key]), key
+    assert result["pointing_game"] == 100.0  # the centre lies in every box
+    table = format_table(result)
+    assert "ROAD gap" in table and "Pointing game (%)" in table

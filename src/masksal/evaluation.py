@@ -25,12 +25,14 @@ from masksal.metrics import (
     MaxBoxAccuracy,
     Metric,
     PixelAveragePrecision,
+    PointingGame,
+    RemoveAndDebias,
     SaliencyMetric,
 )
 from masksal.metrics.saliency_metric import eval_mode, module_device
 from masksal.types import Batch
 
-METRICS = ("le_om_f1", "maxboxacc", "pxap", "sm", "deletion_insertion")
+METRICS = ("le_om_f1", "maxboxacc", "pxap", "sm", "deletion_insertion", "road", "pointing_game")
 _NEEDS = {"le_om_f1": "boxes", "maxboxacc": "boxes", "pxap": "masks"}
 
 
@@ -43,6 +45,10 @@ def _build(name: str, classifier: Classifier, options: Mapping[str, Any]) -> Met
         return PixelAveragePrecision(**options)
     if name == "sm":
         return SaliencyMetric(classifier, **options)
+    if name == "road":
+        return RemoveAndDebias(classifier, **options)
+    if name == "pointing_game":  # boxes or masks, whichever the batch has; images with neither are skipped
+        return PointingGame(**options)
     return DeletionInsertion(classifier, **options)
 
 
@@ -148,7 +154,8 @@ def evaluate(
         loader: yields :class:`~masksal.types.Batch` (``DataLoader(..., collate_fn=collate)``),
             images ``(B, 3, H, W)`` in [0, 1].
         metrics: names among ``"le_om_f1"`` (LE, OM, F1, GT-known / Top-1 Loc), ``"maxboxacc"``
-            (MaxBoxAcc v1 / v2), ``"pxap"``, ``"sm"``, ``"deletion_insertion"``.
+            (MaxBoxAcc v1 / v2), ``"pxap"``, ``"sm"``, ``"deletion_insertion"``, ``"road"``,
+            ``"pointing_game"``.
         limit: evaluate at most this many images (of each loader).
         val_loader: a separate validation split: MaxBoxAcc thresholds are chosen on it and the
             test accuracy at those thresholds is reported (``boxacc``, ``boxacc_v2``...), next to
@@ -229,6 +236,9 @@ _COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("sm", "SM ↓", "{:.3f}"),
     ("deletion_auc", "Deletion AUC ↓", "{:.4f}"),
     ("insertion_auc", "Insertion AUC", "{:.4f}"),
+    ("road_gap", "ROAD gap", "{:.4f}"),
+    ("road_gap_blurred", "ROAD gap (blurred map)", "{:.4f}"),
+    ("pointing_game", "Pointing game (%)", "{:.2f}"),
     ("maps_per_second", "Maps/s", "{:.1f}"),
 )
 
