@@ -173,8 +173,8 @@ class RemoveAndDebias(Metric):
     the benchmark's bias rather than by its information.
 
     All (image, variant, order, fraction) inputs of a batch go through the classifier together,
-    ``batch_size`` per forward. Imputation runs on the CPU, one sparse solve per input (about 5-25
-    ms at 64 px, 0.03-0.5 s at 224 px).
+    ``batch_size`` per forward. Imputation runs on the CPU, one sparse solve per input (on average
+    about 2 ms at 64 px and 70 ms at 224 px, one thread).
 
     Args:
         classifier: a :class:`~masksal.classifiers.Classifier` (images in [0, 1]); used in eval
