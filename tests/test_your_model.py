@@ -9,14 +9,13 @@ import numpy as np
 import pytest
 import torch
 import torchvision
+from faults.conftest import cli
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from masksal import as_classifier, create_explainer, evaluate, fit_masker, load_masker
+from masksal import create_explainer, evaluate, fit_masker, load_masker
 from masksal.data import load_dataset
 from masksal.types import collate
-
-from faults.conftest import cli
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 CLASSES = ("circle", "square", "stripes")

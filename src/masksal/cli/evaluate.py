@@ -28,7 +28,7 @@ app.add_typer(data_app, name="data")
 DataOpt = Annotated[str, typer.Option(
     help="benchmark, imagefolder:DIR, folder:DIR (unlabelled: top-1 explained), imagenet:ROOT, cub:ROOT, "
          "wsol:METADATA:IMAGES.")]
-METRIC_HELP = "Comma-separated: le_om_f1, maxboxacc, pxap, sm, deletion_insertion."
+METRIC_HELP = "Comma-separated: le_om_f1, maxboxacc, pxap, sm, deletion_insertion, road, pointing_game."
 
 
 def _metric_list(metrics: str) -> list[str]:

@@ -30,12 +30,16 @@ from masksal.metrics import (
     MaxBoxAccuracy,
     Metric,
     PixelAveragePrecision,
+    PointingGame,
+    RemoveAndDebias,
     SaliencyMetric,
 )
 from masksal.types import Batch
 
-METRICS = ("le_om_f1", "maxboxacc", "pxap", "sm", "deletion_insertion")
-_NEEDS = {"le_om_f1": "boxes", "maxboxacc": "boxes", "pxap": "masks"}
+METRICS = ("le_om_f1", "maxboxacc", "pxap", "sm", "deletion_insertion", "road", "pointing_game")
+DEFAULT_METRICS = ("le_om_f1", "maxboxacc", "pxap", "sm", "deletion_insertion")
+"""What :func:`evaluate` computes unless told otherwise (ROAD, at ~20 forwards per image, is asked for)."""
+_NEEDS = {"le_om_f1": "boxes", "maxboxacc": "boxes", "pxap": "masks", "pointing_game": "boxes or masks"}
 
 
 def _build(name: str, classifier: Classifier, options: Mapping[str, Any]) -> Metric:
@@ -47,10 +51,16 @@ def _build(name: str, classifier: Classifier, options: Mapping[str, Any]) -> Met
         return PixelAveragePrecision(**options)
     if name == "sm":
         return SaliencyMetric(classifier, **options)
+    if name == "road":
+        return RemoveAndDebias(classifier, **options)
+    if name == "pointing_game":  # boxes or masks, whichever the batch has; images with neither are skipped
+        return PointingGame(**options)
     return DeletionInsertion(classifier, **options)
 
 
 def _has(batch: Batch, what: str) -> bool:
+    if what == "boxes or masks":
+        return _has(batch, "boxes") or _has(batch, "masks")
     if what == "masks":
         return batch.masks is not None
     return any(b.numel() > 0 for b in batch.boxes)
@@ -102,7 +112,7 @@ def _run(explainer: SupportsExplain, classifier: Classifier, loader: Iterable[Ba
                 for name in list(metrics):
                     need = _NEEDS.get(name)
                     if need is not None and not _has(batch, need):
-                        skipped[name] = f"the dataset has no {'pixel masks' if need == 'masks' else 'boxes'}"
+                        skipped[name] = f"the dataset has no {'pixel masks' if need == 'masks' else need}"
                         del metrics[name]
                 first = False
             batch = batch.to(device)
@@ -161,7 +171,7 @@ def evaluate(
     classifier: Classifier | torch.nn.Module | None,
     loader: Iterable[Batch],
     *,
-    metrics: Sequence[str] = METRICS,
+    metrics: Sequence[str] = DEFAULT_METRICS,
     limit: int | None = None,
     val_loader: Iterable[Batch] | None = None,
     progress: bool = True,
@@ -185,7 +195,8 @@ def evaluate(
         loader: yields :class:`~masksal.types.Batch` (``DataLoader(..., collate_fn=collate)``),
             images ``(B, 3, H, W)`` in [0, 1].
         metrics: names among ``"le_om_f1"`` (LE, OM, F1, GT-known / Top-1 Loc), ``"maxboxacc"``
-            (MaxBoxAcc v1 / v2), ``"pxap"``, ``"sm"``, ``"deletion_insertion"``.
+            (MaxBoxAcc v1 / v2), ``"pxap"``, ``"sm"``, ``"deletion_insertion"``, ``"road"``,
+            ``"pointing_game"``.
         limit: evaluate at most this many images (of each loader).
         val_loader: a separate validation split: MaxBoxAcc thresholds are chosen on it and the
             test accuracy at those thresholds is reported (``boxacc``, ``boxacc_v2``...), next to

@@ -23,6 +23,9 @@ _COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("sm", "SM ↓", "{:.3f}"),
     ("deletion_auc", "Deletion AUC ↓", "{:.4f}"),
     ("insertion_auc", "Insertion AUC", "{:.4f}"),
+    ("road_gap", "ROAD gap", "{:.4f}"),
+    ("road_gap_blurred", "ROAD gap (blurred map)", "{:.4f}"),
+    ("pointing_game", "Pointing game (%)", "{:.2f}"),
     ("maps_per_second", "Maps/s", "{:.1f}"),
 )
 
