@@ -23,17 +23,8 @@ from masksal.classifiers import Classifier, as_classifier, eval_mode
 from masksal.devices import module_device
 from masksal.distributed import all_reduce_sum
 from masksal.explainers.base import SupportsExplain
-from masksal.metrics import (
-    ClassificationAccuracy,
-    DeletionInsertion,
-    LocalizationError,
-    MaxBoxAccuracy,
-    Metric,
-    PixelAveragePrecision,
-    PointingGame,
-    RemoveAndDebias,
-    SaliencyMetric,
-)
+from masksal.metrics.base import Metric
+from masksal.metrics.classification import ClassificationAccuracy
 from masksal.types import Batch
 
 METRICS = ("le_om_f1", "maxboxacc", "pxap", "sm", "deletion_insertion", "road", "pointing_game")
@@ -43,6 +34,17 @@ _NEEDS = {"le_om_f1": "boxes", "maxboxacc": "boxes", "pxap": "masks", "pointing_
 
 
 def _build(name: str, classifier: Classifier, options: Mapping[str, Any]) -> Metric:
+    # Imported here: the metric modules bring SciPy and OpenCV, which `import masksal` should not.
+    from masksal.metrics import (
+        DeletionInsertion,
+        LocalizationError,
+        MaxBoxAccuracy,
+        PixelAveragePrecision,
+        PointingGame,
+        RemoveAndDebias,
+        SaliencyMetric,
+    )
+
     if name == "le_om_f1":
         return LocalizationError(**options)
     if name == "maxboxacc":
@@ -126,8 +128,8 @@ def _run(explainer: SupportsExplain, classifier: Classifier, loader: Iterable[Ba
                 batch = _with_labels(batch, logits.argmax(dim=1))
                 unlabelled += len(batch)
             for metric in metrics.values():
-                if isinstance(metric, LocalizationError):
-                    metric.update(maps, batch, predictions=logits.argmax(dim=1))
+                if getattr(metric, "takes_predictions", False):  # LE / OM need the top-1 class
+                    metric.update(maps, batch, predictions=logits.argmax(dim=1))  # type: ignore[call-arg]
                 else:
                     metric.update(maps, batch)
             seen += len(batch)
@@ -240,8 +242,7 @@ def evaluate(
                      progress=progress, desc=f"{name} (val)")
                 if "maxboxacc" in val_metrics and val_metrics["maxboxacc"].num_images > 0:
                     acc = val_metrics["maxboxacc"]
-                    assert isinstance(acc, MaxBoxAccuracy)
-                    val_thresholds = acc.best_thresholds()
+                    val_thresholds = acc.best_thresholds()  # type: ignore[attr-defined]
                 else:
                     skipped["boxacc (val threshold)"] = val_skipped.get("maxboxacc", "the validation split is empty")
             else:
@@ -259,8 +260,8 @@ def evaluate(
     for metric in built.values():
         result.update(metric.compute())
     box = built.get("maxboxacc")
-    if isinstance(box, MaxBoxAccuracy) and val_thresholds is not None:
-        result.update(box.compute_at(val_thresholds))
+    if box is not None and val_thresholds is not None:
+        result.update(box.compute_at(val_thresholds))  # type: ignore[attr-defined]
         result.update({f"val_threshold_{k}": v for k, v in val_thresholds.items()})
     result["seconds"] = seconds
     result["explain_seconds"] = timing["explain_seconds"]
