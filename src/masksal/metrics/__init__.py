@@ -27,7 +27,24 @@ _LAZY = {
     "RemoveAndDebias": "road", "blur_maps": "road", "noisy_linear_imputation": "road",
     "SaliencyMetric": "saliency_metric",
 }
-__all__ = sorted(_LAZY)
+__all__ = [
+    "Accumulator",
+    "ClassificationAccuracy",
+    "DeletionInsertion",
+    "LocalizationError",
+    "MaxBoxAccuracy",
+    "Metric",
+    "PixelAveragePrecision",
+    "PointingGame",
+    "RemoveAndDebias",
+    "SaliencyMetric",
+    "binarize",
+    "blur_maps",
+    "box_iou",
+    "largest_component_boxes",
+    "noisy_linear_imputation",
+    "resize_maps",
+]
 
 
 def __getattr__(name: str) -> Any:
