@@ -275,7 +275,7 @@ def load_train_state(ckpt: str | Path) -> dict[str, Any]:
             from None
     if not isinstance(state, dict):
         raise ValueError(f"{p}: expected a dict of training state, got {type(state).__name__}")
-    return state  # type: ignore[no-any-return]
+    return state
 
 
 # -- saving ------------------------------------------------------------------------------------

@@ -292,7 +292,7 @@ def config_from_dict(d: Any, where: str = "config") -> ExperimentConfig:
     out-of-range values are ``ValueError`` lines naming ``where`` and the key)."""
     if not isinstance(d, dict):
         raise ValueError(f"{where}: expected a mapping of sections, got {type(d).__name__}")
-    return build_section(ExperimentConfig, _migrate(d), where)  # type: ignore[no-any-return]
+    return build_section(ExperimentConfig, _migrate(d), where)
 
 
 def with_overrides(cfg: ExperimentConfig, changes: Mapping[str, Any], where: str = "override") -> ExperimentConfig:

@@ -314,7 +314,7 @@ class TapsForward(nn.Module):
         self.classifier = classifier
 
     def forward(self, images: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
-        return self.classifier.forward_with_taps(images)  # type: ignore[no-any-return]
+        return self.classifier.forward_with_taps(images)
 
 
 def wrap_ddp(module: nn.Module, device: torch.device) -> nn.Module:

@@ -46,7 +46,7 @@ def _run_training(fn: Any, config: str | None, overrides: list[str], extra: dict
         callbacks.append(TensorBoardLogger(tensorboard))
     with torchrun_session(device):
         res = fn(cfg, out, resume=resume, progress=not quiet, run=run, callbacks=callbacks)
-        return res if is_main_process() else None  # type: ignore[no-any-return]
+        return res if is_main_process() else None
 
 
 @app.command(epilog="Example: masksal demo --quick")

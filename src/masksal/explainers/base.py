@@ -277,7 +277,7 @@ def prepare_images(images: Images, device: torch.device | None = None,
                              f"{sorted(sizes)}; resize them first (e.g. torchvision.transforms.v2.Resize)")
         x = torch.cat([p.to(parts[0].dtype) for p in parts])
     else:
-        x = _one_to_tensor(images)  # type: ignore[arg-type]  # not a list or tuple here
+        x = _one_to_tensor(images)  # not a list or tuple here
         if x.dim() == 3:
             x, single = x[None], True
     home = x.device

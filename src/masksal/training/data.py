@@ -133,7 +133,7 @@ class _EpochIndexed(Dataset[dict[str, Any]]):
     def __getitem__(self, index: int) -> dict[str, Any]:
         epoch, i = divmod(index, self.n)
         self.dataset.set_epoch(epoch)
-        return self.dataset[i]  # type: ignore[no-any-return]
+        return self.dataset[i]
 
 
 def as_training_dataset(data: Any, image_size: int | None) -> Dataset:

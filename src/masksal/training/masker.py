@@ -58,7 +58,7 @@ POSTFIX = ("total", "masked_in_ce", "masked_out_entropy", "masked_out_ce", "area
 
 def _new_net(classifier: Classifier, image_size: int, cfg: MaskerConfig, device: torch.device) -> MaskerNet:
     net = masker_net_for(classifier, image_size, cfg).to(device)
-    return net.to(memory_format=torch.channels_last)  # type: ignore[call-overload,no-any-return]
+    return net.to(memory_format=torch.channels_last)
 
 
 def _run(cfg: ExperimentConfig, classifier: Classifier, net: MaskerNet, dataset: Dataset | DataLoader, *,
