@@ -67,6 +67,9 @@ def evaluate(
     batch_size: BatchOpt = 64,
     device: DeviceOpt = "auto",
     threads: ThreadsOpt = 0,
+    metric_workers: Annotated[int | None, typer.Option(
+        min=0, help="Processes updating the map-only metrics beside the model (default: 1 with a GPU, 0 on CPU).")
+    ] = None,
     out: Annotated[Path | None, typer.Option(help="Write the results as JSON here.")] = None,
     quiet: QuietOpt = False,
 ) -> None:
@@ -94,7 +97,7 @@ def evaluate(
         if val_split and val_split != "none" and "maxboxacc" in names:
             val_ds = build_dataset(data, val_split, img, n, reference=ref)
         res = evaluate_sharded(explainer, clf, ds, batch_size=batch_size, val_dataset=val_ds, limit=limit,
-                               progress=not quiet, metrics=names)
+                               progress=not quiet, metrics=names, metric_workers=metric_workers)
         res["explainer"] = method_label(method, explainer)
     if not main:
         return

@@ -88,10 +88,19 @@ def _total(loader: Iterable[Batch], limit: int | None) -> int | None:
 
 def _run(explainer: SupportsExplain, classifier: Classifier, loader: Iterable[Batch], metrics: dict[str, Metric],
          skipped: dict[str, str], *, limit: int | None, progress: bool, desc: str,
-         bad: list[str] | None = None) -> dict[str, float]:
+         bad: list[str] | None = None, workers: int = 0) -> dict[str, float]:
     """One pass over ``loader``: top-1, maps, metric updates. Fills ``skipped`` (metrics not
-    computed) and ``bad`` (samples that could not be read); returns counts and timings."""
+    computed) and ``bad`` (samples that could not be read); returns counts and timings. With
+    ``workers``, the metrics that need no classifier are updated in that many worker processes
+    while the next batch is explained (:mod:`masksal.evaluation.workers`)."""
+    from contextlib import ExitStack
+
+    from masksal.evaluation.workers import MAP_ONLY, MetricWorkers
+
     bad = [] if bad is None else bad
+    pool: MetricWorkers | None = None
+    here: dict[str, Metric] = metrics
+    stack = ExitStack()
     device = module_device(classifier)
     top1 = ClassificationAccuracy()
     seen, explain_s, unlabelled = 0, 0.0, 0
@@ -117,6 +126,10 @@ def _run(explainer: SupportsExplain, classifier: Classifier, loader: Iterable[Ba
                         skipped[name] = f"the dataset has no {'pixel masks' if need == 'masks' else need}"
                         del metrics[name]
                 first = False
+                away = {k: m for k, m in metrics.items() if k in MAP_ONLY}
+                if workers > 0 and away:
+                    pool = stack.enter_context(MetricWorkers(away, workers))
+                    here = {k: m for k, m in metrics.items() if k not in away}
             batch = batch.to(device)
             labelled = bool((batch.labels >= 0).all())
             t0 = time.perf_counter()
@@ -127,7 +140,9 @@ def _run(explainer: SupportsExplain, classifier: Classifier, loader: Iterable[Ba
             else:  # an unlabelled folder: explain and score the top-1 class; no accuracy
                 batch = _with_labels(batch, logits.argmax(dim=1))
                 unlabelled += len(batch)
-            for metric in metrics.values():
+            if pool is not None:
+                pool.submit(maps, batch, logits.argmax(dim=1))
+            for metric in here.values():
                 if getattr(metric, "takes_predictions", False):  # LE / OM need the top-1 class
                     metric.update(maps, batch, predictions=logits.argmax(dim=1))  # type: ignore[call-arg]
                 else:
@@ -136,8 +151,11 @@ def _run(explainer: SupportsExplain, classifier: Classifier, loader: Iterable[Ba
             bar.update(len(batch) + len(batch.skipped))
             if limit is not None and seen >= limit:
                 break
+        if pool is not None:
+            pool.collect()
     finally:
         bar.close()
+        stack.close()
     top1.all_reduce()
     for metric in metrics.values():
         metric.all_reduce()
@@ -145,6 +163,13 @@ def _run(explainer: SupportsExplain, classifier: Classifier, loader: Iterable[Ba
     seen_all, unlabelled_all, bad_all = all_reduce_sum(seen, unlabelled, len(bad))
     out.update(images=seen_all, explain_seconds=explain_s, unlabelled=unlabelled_all, bad_samples=bad_all)
     return out
+
+
+def default_metric_workers(device: torch.device) -> int:
+    """One metric worker when the model runs on a GPU (the CPU is free for the metrics), none on
+    the CPU, where the model's threads already use the cores (measured in
+    ``benchmarks/bench_evaluate.py``)."""
+    return 1 if device.type == "cuda" else 0
 
 
 def _explain(explainer: SupportsExplain, classifier: Classifier, images: torch.Tensor,
@@ -178,6 +203,7 @@ def evaluate(
     val_loader: Iterable[Batch] | None = None,
     progress: bool = True,
     metric_options: Mapping[str, Mapping[str, Any]] | None = None,
+    metric_workers: int | None = None,
 ) -> dict[str, Any]:
     """Run a saliency method over a dataset and compute the requested metrics.
 
@@ -204,6 +230,8 @@ def evaluate(
             test accuracy at those thresholds is reported (``boxacc``, ``boxacc_v2``...), next to
             the best-over-thresholds oracle (``maxboxacc``...).
         progress: show a tqdm progress bar (rate and ETA).
+        metric_workers: processes that update the metrics needing no classifier while the next
+            batch is explained (0: in this process); ``None``: :func:`default_metric_workers`.
         metric_options: constructor keyword arguments per metric name, e.g.
             ``{"deletion_insertion": {"steps": 50}, "le_om_f1": {"binarize": "casm"}}``.
 
@@ -231,6 +259,7 @@ def evaluate(
     name = str(getattr(explainer, "name", type(explainer).__name__))
     skipped: dict[str, str] = {}
     result: dict[str, Any] = {"explainer": name}
+    n_workers = default_metric_workers(module_device(classifier)) if metric_workers is None else metric_workers
     with eval_mode(classifier):
         val_thresholds = None
         if val_loader is not None:
@@ -239,7 +268,7 @@ def evaluate(
                                                                       options.get("maxboxacc", {}))}
                 val_skipped: dict[str, str] = {}
                 _run(explainer, classifier, val_loader, val_metrics, val_skipped, limit=limit,
-                     progress=progress, desc=f"{name} (val)")
+                     progress=progress, desc=f"{name} (val)", workers=n_workers)
                 if "maxboxacc" in val_metrics and val_metrics["maxboxacc"].num_images > 0:
                     acc = val_metrics["maxboxacc"]
                     val_thresholds = acc.best_thresholds()  # type: ignore[attr-defined]
@@ -251,6 +280,7 @@ def evaluate(
         t0 = time.perf_counter()
         bad: list[str] = []
         timing = _run(explainer, classifier, loader, built, skipped, limit=limit, progress=progress, desc=name,
+                      workers=n_workers,
                       bad=bad)
         seconds = time.perf_counter() - t0
     result["images"] = int(timing["images"])
