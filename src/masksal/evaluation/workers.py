@@ -69,7 +69,8 @@ class MetricWorkers:
         """Send one batch (moved to the CPU) to the next worker."""
         # These metrics never read pixels, only the images' shape: a stand-in of one stored value.
         shape = tuple(batch.images.shape)
-        cpu = Batch(images=torch.zeros(1, 1, 1, 1).expand(*shape), labels=batch.labels.cpu(), boxes=[b.cpu() for b in batch.boxes],
+        cpu = Batch(images=torch.zeros(1, 1, 1, 1).expand(*shape), labels=batch.labels.cpu(),
+                    boxes=[b.cpu() for b in batch.boxes],
                     masks=None if batch.masks is None else batch.masks.cpu(), ids=list(batch.ids))
         self._put(self._inboxes[self._next], (maps.detach().float().cpu(), cpu, predictions.cpu()))
         self._next = (self._next + 1) % len(self._inboxes)
