@@ -84,3 +84,30 @@ def test_mean_infill_is_zero_in_normalized_space():
     clf = create_classifier("small_resnet18", 2, width=8)
     g = infill(x, "mean", clf.mean, clf.std)
     assert torch.allclose(clf.normalize(g), torch.zeros_like(g), atol=1e-6)
+
+
+@pytest.mark.parametrize("decoder,refine", [("fpn", 0), ("paper", 8), ("fpn", 8)])
+def test_decoders_read_every_tap_and_refinement_starts_at_zero(decoder, refine):
+    from masksal.classifiers import create_classifier
+    from masksal.masker import MaskerConfig, MaskerNet
+
+    torch.manual_seed(0)
+    clf = create_classifier("small_resnet18", 10, taps=["layer1", "layer2", "layer3", "layer4"], width=8).eval()
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        _, feats = clf.forward_with_taps(x)
+    net = MaskerNet({t: f.shape[1] for t, f in feats.items()}, MaskerConfig(hidden=8, decoder=decoder,
+                                                                          refine=refine))
+    out = net(feats, (32, 32), x)
+    assert out.shape == (2, 1, 32, 32)
+    out.sum().backward()
+    for t in feats:  # every tap's projection gets a gradient: every stage is read
+        assert net.project[t.replace(".", "__")][0].weight.grad.abs().sum() > 0, t
+    if refine:
+        plain = MaskerNet({t: f.shape[1] for t, f in feats.items()}, MaskerConfig(hidden=8, decoder=decoder))
+        plain.load_state_dict({k: v for k, v in net.state_dict().items() if not k.startswith("refinement")})
+        net.eval(), plain.eval()
+        with torch.no_grad():  # the zero-initialized last layer: the refinement adds nothing yet
+            assert torch.allclose(net(feats, (32, 32), x), plain(feats, (32, 32)))
+        with pytest.raises(ValueError, match="pass images"):
+            net(feats, (32, 32))

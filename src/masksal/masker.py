@@ -1,10 +1,20 @@
 """The masker network and the :class:`Masker` explainer (one forward pass per batch of maps).
 
 The masker reads the classifier's tap activations (detached: it never back-propagates into the
-classifier through its inputs), projects each with a 1x1 convolution to ``hidden`` channels
-(BatchNorm, ReLU), upsamples them to the finest tap's resolution, concatenates, and predicts one
-logit per location with a 3x3 convolution. The logits are upsampled to the input resolution and
-squashed by a sigmoid (or a binary Gumbel-softmax while training, if enabled).
+classifier through its inputs) and projects each with a 1x1 convolution to ``hidden`` channels
+(BatchNorm, ReLU). Two decoders turn them into one logit per location:
+
+* ``"paper"`` (Phang et al.): upsample every projection to the finest tap's resolution,
+  concatenate, one 3x3 convolution;
+* ``"fpn"``: a top-down path with lateral connections (as a feature pyramid network): from the
+  coarsest tap, upsample, add the next finer tap's projection, smooth with a 3x3 convolution,
+  and so on down to the finest tap; then the 3x3 convolution to one logit. Reading fine taps
+  (``layer1``, ``layer2``) this way gives masks with edges, not blobs.
+
+The logits are upsampled to the input resolution; an optional refinement (``refine`` channels)
+then corrects them with a few convolutions that see the image itself, started at zero so a new
+masker begins as the plain one. A sigmoid (or a binary Gumbel-softmax while training, if enabled)
+gives the mask.
 """
 
 from __future__ import annotations
@@ -22,6 +32,7 @@ from masksal.classifiers import Classifier
 from masksal.explainers.base import Explainer, Explanation, Images, prepare_images
 
 UPSAMPLES = ("bilinear", "nearest")
+DECODERS = ("paper", "fpn")
 
 
 @dataclass
@@ -35,16 +46,25 @@ class MaskerConfig:
         gumbel: train with a binary Gumbel-softmax (straight-through hard mask in the forward
             pass) instead of a plain sigmoid; maps are then thresholded at 0.5 when explaining.
         gumbel_tau: Gumbel-softmax temperature (0.1 in the paper).
+        decoder: ``"paper"`` (concatenate the taps at the finest tap's resolution) or ``"fpn"``
+            (top-down path with lateral connections; see the module's docstring).
+        refine: channels of the image-conditioned refinement at the input resolution (0: none).
     """
 
     hidden: int = 64
     upsample: str = "bilinear"
     gumbel: bool = False
     gumbel_tau: float = 0.1
+    decoder: str = "paper"
+    refine: int = 0
 
     def __post_init__(self) -> None:
         if self.upsample not in UPSAMPLES:
             raise ValueError(f"masker.upsample must be one of {UPSAMPLES}, got {self.upsample!r}")
+        if self.decoder not in DECODERS:
+            raise ValueError(f"masker.decoder must be one of {DECODERS}, got {self.decoder!r}")
+        if self.refine < 0 or self.hidden < 1:
+            raise ValueError("masker.hidden must be >= 1 and masker.refine >= 0")
 
 
 class MaskerNet(nn.Module):
@@ -64,21 +84,47 @@ class MaskerNet(nn.Module):
             _key(t): nn.Sequential(nn.Conv2d(c, h, 1, bias=False), nn.BatchNorm2d(h), nn.ReLU(inplace=True))
             for t, c in tap_channels.items()
         })
-        self.head = nn.Conv2d(h * len(self.taps), 1, 3, padding=1)
+        if self.cfg.decoder == "fpn":
+            self.smooth = nn.ModuleDict({_key(t): _conv_bn_relu(h, h, 3) for t in self.taps})
+            self.head = nn.Conv2d(h, 1, 3, padding=1)
+        else:
+            self.head = nn.Conv2d(h * len(self.taps), 1, 3, padding=1)
+        r = self.cfg.refine
+        if r:
+            last = nn.Conv2d(r, 1, 3, padding=1, bias=False)
+            nn.init.zeros_(last.weight)  # a new refinement adds nothing: the masker starts as the plain one
+            self.refinement = nn.Sequential(_conv_bn_relu(4, r, 3), _conv_bn_relu(r, r, 3), last)
 
-    def forward(self, feats: Mapping[str, Tensor], size: tuple[int, int]) -> Tensor:
-        """Mask logits ``(B, 1, H, W)`` at ``size = (H, W)`` from ``{tap: (B, C_t, H_t, W_t)}``."""
-        base = max((feats[t].shape[-2], feats[t].shape[-1]) for t in self.taps)
-        parts = []
-        for t in self.taps:
-            p = self.project[_key(t)](feats[t].detach())
-            if p.shape[-2:] != base:
-                p = F.interpolate(p, size=base, mode="bilinear", align_corners=False)
-            parts.append(p)
-        logits = self.head(torch.cat(parts, dim=1))
+    def forward(self, feats: Mapping[str, Tensor], size: tuple[int, int], images: Tensor | None = None) -> Tensor:
+        """Mask logits ``(B, 1, H, W)`` at ``size = (H, W)`` from ``{tap: (B, C_t, H_t, W_t)}``
+        (and, with a refinement, the ``(B, 3, H, W)`` images in [0, 1])."""
+        projected = {t: self.project[_key(t)](feats[t].detach()) for t in self.taps}
+        if self.cfg.decoder == "fpn":
+            logits = self.head(self._top_down(projected))
+        else:
+            base = max(p.shape[-2:] for p in projected.values())
+            parts = [p if p.shape[-2:] == base else F.interpolate(p, size=base, mode="bilinear", align_corners=False)
+                     for p in projected.values()]
+            logits = self.head(torch.cat(parts, dim=1))
         if self.cfg.upsample == "bilinear":
-            return F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
-        return F.interpolate(logits, size=size, mode="nearest")
+            logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
+        else:
+            logits = F.interpolate(logits, size=size, mode="nearest")
+        if self.cfg.refine:
+            if images is None:
+                raise ValueError("this masker refines its masks with the image: pass images to MaskerNet.forward")
+            logits = logits + self.refinement(torch.cat([logits, images.to(logits.dtype)], dim=1))
+        return logits
+
+    def _top_down(self, projected: Mapping[str, Tensor]) -> Tensor:
+        """Coarsest tap first; each finer tap adds its projection to the upsampled path."""
+        order = sorted(projected, key=lambda t: projected[t].shape[-2] * projected[t].shape[-1])
+        x = self.smooth[_key(order[0])](projected[order[0]])
+        for t in order[1:]:
+            lateral = projected[t]
+            x = F.interpolate(x, size=lateral.shape[-2:], mode="bilinear", align_corners=False) + lateral
+            x = self.smooth[_key(t)](x)
+        return x
 
     def mask(self, logits: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """Mask in [0, 1] from logits: sigmoid, or a straight-through binary Gumbel-softmax sample
@@ -93,6 +139,11 @@ class MaskerNet(nn.Module):
         soft = torch.sigmoid((logits + torch.log(u) - torch.log1p(-u)) / self.cfg.gumbel_tau)
         hard = (soft > 0.5).to(soft.dtype)
         return hard + soft - soft.detach()
+
+
+def _conv_bn_relu(c_in: int, c_out: int, k: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(c_in, c_out, k, padding=k // 2, bias=False), nn.BatchNorm2d(c_out),
+                         nn.ReLU(inplace=True))
 
 
 def _key(tap: str) -> str:
@@ -133,7 +184,7 @@ class Masker(Explainer, nn.Module):
     def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
         """``(mask logits (B, 1, H, W), classifier logits (B, C))`` for images in [0, 1]."""
         logits, feats = self.classifier.forward_with_taps(images)
-        return self.net(feats, (images.shape[-2], images.shape[-1])), logits
+        return self.net(feats, (images.shape[-2], images.shape[-1]), images), logits
 
     @torch.no_grad()
     def classify_and_explain(self, images: Tensor) -> tuple[Tensor, Tensor]:

@@ -33,7 +33,7 @@ class _Forwards:
 
     taps: Callable[[Tensor], tuple[Tensor, dict[str, Tensor]]]
     judge: Callable[[Tensor], Tensor]
-    masker: Callable[[dict[str, Tensor], tuple[int, int]], Tensor]
+    masker: Callable[[dict[str, Tensor], tuple[int, int], Tensor], Tensor]
 
 
 class MaskerTraining:
@@ -89,7 +89,7 @@ class MaskerTraining:
         logits_clean, feats = self._clean_forward(x)
         self.net.train()
         with self.amp.autocast():
-            mask_logits = self.fwd.masker(feats, (x.shape[-2], x.shape[-1]))
+            mask_logits = self.fwd.masker(feats, (x.shape[-2], x.shape[-1]), x)
         masks = self.net.mask(mask_logits.float(), self.generator)
         fill = infill(x, self.obj.infill, self.clf.mean, self.clf.std, generator=self.generator)
         x_in, x_out = compose(x, masks, fill)
