@@ -147,6 +147,39 @@ def test_si_geometry_truncates_ground_truth_coordinates() -> None:
         4.41 / (9 + 16 - 4.41))
 
 
+def test_casm_geometry_keeps_the_inclusive_predicted_box() -> None:
+    # Object = 4x4 pixels 2..5, GT (2, 2, 5, 5). CASM reads the GT as [2, 5) x [2, 5) (9 pixels)
+    # but keeps the predicted box inclusive, [2, 6) x [2, 6) (16 pixels): IoU 9 / 16 > 0.5.
+    batch = make_batch([[[2, 2, 5, 5]]], size=8)
+    out = scores(region_map(8, (2, 2, 5, 5))[None], batch, geometry="casm")
+    p, r = 9 / (16 + 1e-6), 1.0
+    assert out["le"] == 0.0
+    assert out["f1"] == pytest.approx(100 * 2 * p * r / (p + r + 1e-6))
+    # A 2x2 object with GT (2, 2, 4, 4): CASM's IoU 4 / 4; SI's box [2, 3) x [2, 3) gives 1 / 4.
+    small = region_map(8, (2, 2, 3, 3))[None]
+    gt = make_batch([[[2, 2, 4, 4]]], size=8)
+    assert scores(small, gt, geometry="casm")["le"] == 0.0
+    assert scores(small, gt, geometry="si")["le"] == 100.0
+
+
+def test_casm_geometry_skips_ground_truth_clipped_to_nothing() -> None:
+    # GT (8, 2, 12, 5) lies right of an 8-px image: CASM scores it 0 (its clipped region is empty).
+    batch = make_batch([[[8, 2, 12, 5], [2, 2, 5, 5]]], size=8)
+    out = scores(region_map(8, (2, 2, 5, 5))[None], batch, geometry="casm")
+    assert out["le"] == 0.0 and out["f1"] > 0
+
+
+def test_reference_geometries_binarize_in_float32() -> None:
+    # A constant map: nothing exceeds its float64 mean; SI and CASM compare against torch's float32
+    # mean, which for 0.3 need not be exact.
+    m = np.full((1, 224, 224), np.float32(0.3), dtype=np.float64)
+    assert not binarize(m, "mean").any()
+    t = torch.from_numpy(m.astype(np.float32)).view(1, -1)
+    assert np.array_equal(binarize(m, "mean", float32=True).reshape(1, -1), (t > t.mean(dim=1, keepdim=True)).numpy())
+    with pytest.raises(ValueError, match="geometry"):
+        LocalizationError(geometry="exclusive")  # type: ignore[arg-type]
+
+
 def test_binarize_rules() -> None:
     ramp = (torch.arange(16, dtype=torch.float64) / 15).reshape(1, 4, 4).numpy()
     # mean 0.5: values > 0.5 are 8/15..15/15 -> 8 pixels.

@@ -10,10 +10,13 @@ import math
 from typing import Literal
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 from scipy import ndimage
 
 BinarizeRule = Literal["mean", "casm"] | float
-Geometry = Literal["inclusive", "si"]
+Geometry = Literal["inclusive", "si", "casm"]
+GEOMETRIES = ("inclusive", "si", "casm")
 MapNormalization = Literal["auto", "minmax", "none"]
 
 EMPTY_BOX = np.array([-1, -1, -1, -1], dtype=np.int64)
@@ -54,7 +57,14 @@ def normalize_for_masks(maps: np.ndarray, mode: MapNormalization) -> np.ndarray:
     return out
 
 
-def binarize(maps: np.ndarray, rule: BinarizeRule = "mean") -> np.ndarray:
+def check_geometry(geometry: str) -> Geometry:
+    """Validate a box geometry (``"inclusive"``, ``"si"`` or ``"casm"``)."""
+    if geometry not in GEOMETRIES:
+        raise ValueError(f"geometry must be 'inclusive', 'si' or 'casm', got {geometry!r}")
+    return geometry  # type: ignore[return-value]
+
+
+def binarize(maps: np.ndarray, rule: BinarizeRule = "mean", *, float32: bool = False) -> np.ndarray:
     """Binarize each map.
 
     Args:
@@ -65,11 +75,18 @@ def binarize(maps: np.ndarray, rule: BinarizeRule = "mean") -> np.ndarray:
             ``[1e-6, 1 - 1e-6]``, foreground ``m > th`` (meant for maps in [0, 1]). A float ``f``
             in (0, 1]: the ``ceil(f * N)`` largest pixels (every pixel tied with the last one
             included).
+        float32: do the ``"mean"`` and ``"casm"`` rules as the reference scorers do, in float32
+            with torch (SI: ``mask.view(B, -1).mean(1)``; CASM: ``avg_pool2d`` for the mean,
+            ``kthvalue`` and the clamp in float32). Only a map with pixels at (or within float32
+            rounding of) its mean binarizes differently: a constant map is empty in float64 but,
+            when its float32 mean is not exact (0.3 at 224 x 224), entirely foreground in float32.
 
     Returns:
         ``(B, H, W)`` bool.
     """
     rule = check_binarize_rule(rule)
+    if float32 and rule in ("mean", "casm"):
+        return _binarize_float32(maps, rule)
     if rule == "mean":
         return maps > maps.mean(axis=(1, 2), keepdims=True)
     b = maps.shape[0]
@@ -88,6 +105,23 @@ def binarize(maps: np.ndarray, rule: BinarizeRule = "mean") -> np.ndarray:
             th = float(np.partition(flat[i], n - k)[n - k])
             out[i] = flat[i] >= th
     return out.reshape(maps.shape)
+
+
+def _binarize_float32(maps: np.ndarray, rule: Literal["mean", "casm"]) -> np.ndarray:
+    """The reference scorers' float32 torch arithmetic (see :func:`binarize`)."""
+    b, h, w = maps.shape
+    m = torch.from_numpy(np.ascontiguousarray(maps, dtype=np.float32)).view(b, 1, h, w)
+    flat = m.view(b, -1)
+    if rule == "mean":
+        return (flat > flat.mean(dim=1, keepdim=True)).view(b, h, w).numpy()
+    avg = F.avg_pool2d(m, (h, w), stride=1).view(b)
+    out = torch.zeros(b, h * w, dtype=torch.bool)
+    for i in range(b):
+        k = 1 + int((h * w - 1) * (1 - avg[i].item()) + 0.5)
+        k = min(max(k, 1), h * w)
+        th = torch.kthvalue(flat[i], k).values.clamp(1e-6, 1 - 1e-6)
+        out[i] = flat[i] > th
+    return out.view(b, h, w).numpy()
 
 
 def largest_component_boxes(binary: np.ndarray) -> np.ndarray:

@@ -18,6 +18,7 @@ from masksal.metrics.boxes import (
     box_iou,
     box_pixel_slices,
     check_binarize_rule,
+    check_geometry,
     clip_boxes,
     largest_component_boxes,
     normalize_for_masks,
@@ -45,12 +46,16 @@ class LocalizationError(Metric):
         binarize: ``"mean"`` (``m > mean(m)``, the paper), ``"casm"`` (CASM: about the top
             ``N * mean(m)`` pixels) or a fixed fraction ``f`` in (0, 1] (the ``ceil(f N)``
             largest pixels). See :func:`masksal.metrics.boxes.binarize`.
-        geometry: ``"inclusive"`` (default: inclusive boxes, ground truth clipped to the image)
-            or ``"si"``, reproducing the scorer of zphang/saliency_investigation: predicted boxes
-            lose their last row and column, ground-truth coordinates are truncated to integers
-            and their ``x1, y1`` used as exclusive ends, IoU and recall use the unclipped
-            ground-truth area, and ``1e-6`` guards the divisions. Use it only to compare with
-            numbers produced by that code.
+        geometry: ``"inclusive"`` (default: inclusive boxes, ground truth clipped to the image),
+            or a reference scorer's conventions, to compare with numbers produced by its code:
+            ``"si"`` (zphang/saliency_investigation, the paper's scorer: predicted boxes lose
+            their last row and column, ground-truth coordinates are truncated to integers and
+            their ``x1, y1`` used as exclusive ends, IoU and recall use the unclipped
+            ground-truth area, ``1e-6`` guards the divisions) or ``"casm"`` (kondiz/casme's
+            ``score.py``: the same ground-truth handling with an inclusive predicted box). Both
+            binarize in float32 as their torch code does (see
+            :func:`~masksal.metrics.boxes.binarize`). CASM's scorer is
+            ``binarize="casm", geometry="casm"``; the paper's is ``binarize="mean", geometry="si"``.
         normalize: how the continuous map is brought to [0, 1] for F1 and CASM's rule:
             ``"auto"`` (maps already in [0, 1] kept, others min-max normalized), ``"minmax"``
             or ``"none"``. The mean and fixed-fraction rules do not depend on it.
@@ -85,8 +90,7 @@ class LocalizationError(Metric):
         normalize: MapNormalization = "auto",
         iou_threshold: float = 0.5,
     ) -> None:
-        if geometry not in ("inclusive", "si"):
-            raise ValueError(f"geometry must be 'inclusive' or 'si', got {geometry!r}")
+        geometry = check_geometry(geometry)
         if normalize not in ("auto", "minmax", "none"):
             raise ValueError(f"normalize must be 'auto', 'minmax' or 'none', got {normalize!r}")
         self.binarize = check_binarize_rule(binarize)
@@ -105,7 +109,7 @@ class LocalizationError(Metric):
     def predicted_boxes(self, maps: Tensor, batch: Batch) -> np.ndarray:
         """The predicted inclusive boxes ``(B, 4)`` int64 (``-1`` rows: empty binarization)."""
         arr = normalize_for_masks(check_maps(maps, batch, metric=self.name), self.normalize)
-        return largest_component_boxes(binarize(arr, self.binarize))
+        return largest_component_boxes(binarize(arr, self.binarize, float32=self.geometry != "inclusive"))
 
     def update(self, maps: Tensor, batch: Batch, predictions: Tensor | None = None) -> None:
         """Accumulate a batch (see the class docstring for shapes)."""
@@ -117,12 +121,12 @@ class LocalizationError(Metric):
             if pred.numel() != len(batch):
                 raise ValueError(f"{self.name}: {pred.numel()} predictions for {len(batch)} images")
             correct = (pred == batch.labels.detach().cpu().reshape(-1)).numpy()
-        binary = binarize(arr, self.binarize)
+        binary = binarize(arr, self.binarize, float32=self.geometry != "inclusive")
         boxes = largest_component_boxes(binary)
         h, w = arr.shape[1:]
         s = self._state
+        score = {"inclusive": _score_inclusive, "si": _score_si, "casm": _score_casm}[self.geometry]
         for i in range(arr.shape[0]):
-            score = _score_inclusive if self.geometry == "inclusive" else _score_si
             hit, f1 = score(arr[i], boxes[i], gts[i], h, w, self.iou_threshold)
             s["localized"] += float(hit)
             s["f1_sum"] += f1
@@ -184,28 +188,52 @@ def _score_si(m: np.ndarray, box: np.ndarray, gts: np.ndarray, h: int, w: int,
     """(localized, best F1) as zphang/saliency_investigation's scorer computes them.
 
     Its predicted box region is ``[x0, x1) x [y0, y1)`` with the inclusive last index used as an
-    exclusive end; ground truth is ``int()``-truncated, ``x1, y1`` exclusive, clamped for the
-    region but not for its area; F1 and IoU carry its ``1e-6`` terms. An empty binarization (where
-    SI reads an uninitialized buffer) is taken as an empty box.
+    exclusive end; an empty binarization (where SI reads an uninitialized buffer) is taken as an
+    empty box. Ground truth as :func:`_score_reference`.
+    """
+    if box[0] < 0:
+        return _score_reference(m, None, gts, h, w, iou_threshold, skip_zero_area=True)
+    return _score_reference(m, (int(box[0]), int(box[1]), int(box[2]), int(box[3])), gts, h, w, iou_threshold,
+                            skip_zero_area=True)
+
+
+def _score_casm(m: np.ndarray, box: np.ndarray, gts: np.ndarray, h: int, w: int,
+                iou_threshold: float) -> tuple[bool, float]:
+    """(localized, best F1) as kondiz/casme's ``score.py`` computes them: an inclusive predicted
+    box ``[x0, x1 + 1) x [y0, y1 + 1)``; ground truth as :func:`_score_reference`, except that a
+    box whose *clipped* region is empty scores 0 (SI tests the unclipped area)."""
+    if box[0] < 0:
+        return _score_reference(m, None, gts, h, w, iou_threshold, skip_zero_area=False)
+    return _score_reference(m, (int(box[0]), int(box[1]), int(box[2]) + 1, int(box[3]) + 1), gts, h, w,
+                            iou_threshold, skip_zero_area=False)
+
+
+def _score_reference(m: np.ndarray, region: tuple[int, int, int, int] | None, gts: np.ndarray, h: int, w: int,
+                     iou_threshold: float, *, skip_zero_area: bool) -> tuple[bool, float]:
+    """The reference scorers' F1 and IoU for a predicted region ``[x0, x1) x [y0, y1)`` (None: empty).
+
+    Ground truth is ``int()``-truncated, ``x1, y1`` exclusive, clamped to the image for its
+    region but not for its area ``(x1 - x0)(y1 - y0)``, which IoU's union and F1's recall use;
+    F1 and IoU carry the references' ``1e-6`` terms. ``skip_zero_area``: SI scores a box of
+    unclipped area 0 as 0; CASM a box whose clipped region is empty.
     """
     best_f1, hit = 0.0, False
     mask_sum = float(m.sum())
-    px0, py0, px1, py1 = (int(v) for v in box)
-    rect_area = (px1 - px0) * (py1 - py0)
     for g in np.trunc(gts).astype(np.int64):
         gx0, gy0, gx1, gy1 = (int(v) for v in g)
         gt_area = (gx1 - gx0) * (gy1 - gy0)
-        if gt_area == 0:
-            continue  # SI scores such a box 0 for F1 and IoU
         cx0, cx1 = min(max(gx0, 0), w), min(max(gx1, 0), w)
         cy0, cy1 = min(max(gy0, 0), h), min(max(gy1, 0), h)
+        if (gt_area == 0) if skip_zero_area else (cx0 == cx1 or cy0 == cy1):
+            continue  # the reference scores such a box 0 for F1 and IoU
         inside = float(m[cy0:cy1, cx0:cx1].sum())
         p = inside / (mask_sum + 1e-6)
         r = inside / gt_area
         best_f1 = max(best_f1, 2 * p * r / (p + r + 1e-6))
-        if box[0] >= 0:
+        if region is not None:
+            px0, py0, px1, py1 = region
             inter = max(0, min(px1, cx1) - max(px0, cx0)) * max(0, min(py1, cy1) - max(py0, cy0))
-            denom = rect_area + gt_area - inter
+            denom = (px1 - px0) * (py1 - py0) + gt_area - inter
             iou = inter / denom if denom != 0 else 0.0
             hit = hit or iou > iou_threshold
     return hit, best_f1

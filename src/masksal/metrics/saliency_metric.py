@@ -1,4 +1,4 @@
-"""SM, the saliency metric of Dabkowski & Gal (2017), as Phang et al. (2020) compute it."""
+"""SM, the saliency metric of Dabkowski & Gal (2017), with the box rule of Phang et al. (2020)."""
 
 from __future__ import annotations
 
@@ -47,13 +47,20 @@ class SaliencyMetric(Metric):
     the classifier's mean colour (zero after normalization, as SI feeds zeros). ``log p`` is
     taken from ``log_softmax`` (finite even when ``p`` underflows).
 
+    The classifier that scores the crops is the one given here, whatever produced the maps. The
+    paper's scorer (zphang/saliency_investigation) always uses the *original* pretrained
+    classifier, also for a masker trained with the classifier alongside (CA), whose own
+    classifier has drifted: to reproduce it, pass the classifier the masker started from and
+    ``geometry="si"``.
+
     Args:
-        classifier: a :class:`~masksal.classifiers.Classifier` (images in [0, 1]); used in eval
-            mode, gradients off.
+        classifier: a :class:`~masksal.classifiers.Classifier` (images in [0, 1]) that scores the
+            crops; used in eval mode, gradients off.
         binarize: the box rule, as for :class:`~masksal.metrics.LocalizationError`.
-        geometry: ``"inclusive"`` (crop rows and columns ``y0..y1``, ``x0..x1``; area
-            ``(x1 - x0 + 1)(y1 - y0 + 1)``) or ``"si"`` (SI's lossy box: the last row and column
-            are dropped from the crop and the area).
+        geometry: ``"inclusive"`` (default: crop rows and columns ``y0..y1``, ``x0..x1``; area
+            ``(x1 - x0 + 1)(y1 - y0 + 1)``) or ``"si"`` (the paper's scorer: binarization in
+            float32, and its lossy box: the last row and column are dropped from the crop and
+            the area, so a one-pixel-wide component has area 0 and is scored as an empty box).
         normalize: map normalization for the CASM rule (see LocalizationError).
         area_floor: the area fraction floor (0.05 in the literature).
         batch_size: crops per classifier forward.
@@ -69,7 +76,7 @@ class SaliencyMetric(Metric):
     def __init__(self, classifier: Classifier, *, binarize: BinarizeRule = "mean", geometry: Geometry = "inclusive",
                  normalize: MapNormalization = "auto", area_floor: float = 0.05, batch_size: int = 64) -> None:
         if geometry not in ("inclusive", "si"):
-            raise ValueError(f"geometry must be 'inclusive' or 'si', got {geometry!r}")
+            raise ValueError(f"geometry must be 'inclusive' or 'si' for SM, got {geometry!r}")
         if not 0.0 < area_floor <= 1.0:
             raise ValueError(f"area_floor must lie in (0, 1], got {area_floor}")
         self.classifier = classifier
@@ -89,7 +96,7 @@ class SaliencyMetric(Metric):
     def crops(self, maps: Tensor, batch: Batch) -> tuple[Tensor, np.ndarray]:
         """The resized crops ``(B, 3, H, W)`` float32 (CPU) and the box area fractions ``(B,)``."""
         arr = normalize_for_masks(check_maps(maps, batch, metric=self.name), self.normalize)
-        boxes = largest_component_boxes(binarize(arr, self.binarize))
+        boxes = largest_component_boxes(binarize(arr, self.binarize, float32=self.geometry == "si"))
         images = batch.images.detach().to("cpu", torch.float32).permute(0, 2, 3, 1).numpy()
         b, h, w = arr.shape
         mean = self.classifier.mean.detach().to("cpu", torch.float32).reshape(3).numpy()
