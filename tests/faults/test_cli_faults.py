@@ -71,3 +71,15 @@ def test_usage_errors_are_one_line():
 def test_version():
     r = cli("--version")
     assert r.code == 0 and r.out.startswith("masksal ")
+
+
+def test_metric_options_reach_the_metric_and_bad_ones_are_one_line(trained):
+    r = cli("evaluate", f"masker:{trained['masker']}", "--metrics", "sm", "--num-images", "4", "--quiet",
+            "--metric-option", "sm.geometry=si")
+    assert r.code == 0, r.err
+    r = cli("evaluate", f"masker:{trained['masker']}", "--metrics", "sm", "--num-images", "4", "--quiet",
+            "--metric-option", "sm.geometry")
+    r.assert_one_line_error("--metric-option", "METRIC.KEY=VALUE")
+    r = cli("evaluate", f"masker:{trained['masker']}", "--metrics", "sm", "--num-images", "4", "--quiet",
+            "--metric-option", "sm.geometry=sideways")
+    r.assert_one_line_error("geometry")

@@ -31,6 +31,26 @@ DataOpt = Annotated[str, typer.Option(
 METRIC_HELP = "Comma-separated: le_om_f1, maxboxacc, pxap, sm, deletion_insertion, road, pointing_game."
 
 
+MetricOptionOpt = Annotated[list[str] | None, typer.Option(
+    "--metric-option", "-m",
+    help="A metric's setting, METRIC.KEY=VALUE (repeatable), e.g. sm.geometry=si for the paper's SM scorer, "
+         "deletion_insertion.target=label; see docs/metrics.md.")]
+
+
+def _metric_options(items: list[str] | None) -> dict[str, dict[str, Any]]:
+    """``["sm.geometry=si", ...]`` -> ``{"sm": {"geometry": "si"}}`` (values read like method options)."""
+    from masksal.explainers.registry import parse_method_spec
+
+    out: dict[str, dict[str, Any]] = {}
+    for item in items or []:
+        key, eq, value = item.partition("=")
+        metric, dot, name = key.strip().partition(".")
+        if not (eq and dot and metric and name):
+            raise ValueError(f"--metric-option {item!r}: expected METRIC.KEY=VALUE, e.g. sm.geometry=si")
+        out.setdefault(metric, {}).update(parse_method_spec(f"x:{name}={value}")[1])
+    return out
+
+
 def _metric_list(metrics: str) -> list[str]:
     names = [m.strip() for m in metrics.split(",") if m.strip()]
     if not names:
@@ -64,6 +84,7 @@ def evaluate(
     size: Annotated[int | None, typer.Option(min=16, help="Image size (default: the classifier's).")] = None,
     limit: Annotated[int | None, typer.Option(min=1, help="Evaluate at most N images (quick look).")] = None,
     metrics: Annotated[str, typer.Option(help=METRIC_HELP)] = "le_om_f1,maxboxacc,pxap,sm,deletion_insertion",
+    metric_option: MetricOptionOpt = None,
     batch_size: BatchOpt = 64,
     device: DeviceOpt = "auto",
     threads: ThreadsOpt = 0,
@@ -86,6 +107,7 @@ def evaluate(
     set_threads(threads)
     check_out_file(out)
     names = _metric_list(metrics)
+    _metric_options(metric_option)  # a malformed option fails before any work
     with torchrun_session(device):
         main = is_main_process()
         dev = process_device(device)
@@ -97,7 +119,8 @@ def evaluate(
         if val_split and val_split != "none" and "maxboxacc" in names:
             val_ds = build_dataset(data, val_split, img, n, reference=ref)
         res = evaluate_sharded(explainer, clf, ds, batch_size=batch_size, val_dataset=val_ds, limit=limit,
-                               progress=not quiet, metrics=names, metric_workers=metric_workers)
+                               progress=not quiet, metrics=names, metric_workers=metric_workers,
+                               metric_options=_metric_options(metric_option))
         res["explainer"] = method_label(method, explainer)
     if not main:
         return
@@ -121,6 +144,7 @@ def benchmark(
     n: NumImagesOpt = 2000,
     limit: Annotated[int | None, typer.Option(min=1, help="Evaluate at most N images per method.")] = None,
     metrics: Annotated[str, typer.Option(help=METRIC_HELP)] = "le_om_f1,maxboxacc,pxap,sm",
+    metric_option: MetricOptionOpt = None,
     batch_size: BatchOpt = 64,
     device: DeviceOpt = "auto",
     threads: ThreadsOpt = 0,
@@ -163,7 +187,8 @@ def benchmark(
     size = image_size_of(classifier, specs)
     ds, loader = build_loader(data, split, size, n, batch_size, reference=reference_checkpoint(classifier, specs))
     check_classes(ds, clf, data)
-    rows = compare_methods(loaded, clf, loader, metrics=names, limit=limit, progress=not quiet)
+    rows = compare_methods(loaded, clf, loader, metrics=names, limit=limit, progress=not quiet,
+                           metric_options=_metric_options(metric_option))
     name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else \
         f"CPU {platform.machine()}, {n_threads} threads"
     paths = write_outputs(rows, out, {"device": name, "methods": specs, "data": data, "split": split,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +81,7 @@ def compare_methods(
     metrics: Sequence[str],
     limit: int | None = None,
     progress: bool = True,
+    metric_options: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> list[dict[str, Any]]:
     """Evaluate each ``(spec, explainer)`` on the same batches; adds speed and memory columns.
 
@@ -90,7 +91,8 @@ def compare_methods(
     rows: list[dict[str, Any]] = []
     for spec, explainer in methods:
         with PeakMemory(device) as mem:
-            res = evaluate(explainer, classifier, loader, metrics=metrics, limit=limit, progress=progress)
+            res = evaluate(explainer, classifier, loader, metrics=metrics, limit=limit, progress=progress,
+                           metric_options=metric_options)
         res["method"] = spec
         res["explainer"] = spec
         res["peak_memory_mib"] = mem.peak_mib
