@@ -105,15 +105,14 @@ def index_bits(n: int) -> int:
 
 
 @lru_cache(maxsize=8)
-def _grid(h: int, w: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(flat index (H, W), column of every pixel (N,), border pixels)`` for an image size."""
+def _grid(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(column of every pixel (N,), flat index of the border pixels)`` for an image size."""
     n = h * w
     ring = np.unique(np.concatenate([np.arange(w), np.arange(n - w, n), np.arange(0, n, w), np.arange(w - 1, n, w)]))
-    pos = np.arange(n, dtype=np.int64).reshape(h, w)
     col = np.tile(np.arange(w, dtype=np.int64), h)
-    for a in (pos, col, ring):
-        a.flags.writeable = False
-    return pos, col, ring
+    col.flags.writeable = False
+    ring.flags.writeable = False
+    return col, ring
 
 
 def contour_boxes(m: np.ndarray, levels: np.ndarray) -> LevelBoxes:
@@ -134,27 +133,24 @@ def contour_boxes(m: np.ndarray, levels: np.ndarray) -> LevelBoxes:
     u8 = scaled.astype(np.uint8)
     u = u8.astype(np.int64)
     ib = index_bits(n)
-    fb = 62 - VALUE_BITS - ib  # fraction bits: key = (value, fraction, position) in one int64
+    fb = 62 - VALUE_BITS - ib  # fraction bits: (value, fraction, position) fit one int64
     if fb < VALUE_BITS:
         raise ValueError(f"maxboxacc: a map of {hh} x {w} pixels is too large")
     # q >> fb == u exactly: scaling by a power of two is exact and floor(floor(x * 2^f) / 2^f)
     # = floor(x). Ordering pixels by (q, position) orders them by the map, ties broken.
     q = (scaled * float(1 << fb)).astype(np.int64)
-    pos = _grid(hh, w)[0]
 
-    # Outer contours: 8-connected components of {u > L}.
-    key = (q << ib) | pos
-    up = key[:, 1:] > key[:, :-1] if w > 1 else None
-    hu = hierarchy(key, up, u, conn8=True)
+    # Outer contours: 8-connected components of {u > L}. Pixels are ordered by (q, position):
+    # along a row the order rises wherever q does not fall.
+    up = q[:, 1:] >= q[:, :-1] if w > 1 else None
+    hu = hierarchy(q, up, u, conn8=True)
     runs_u = level_runs(hu, u, levels)
 
     # Hole contours: 4-connected components of {u <= L} = {255 - u > 254 - L} not joined to the
-    # border node (the image's surroundings, background at every level). The key is the exact
-    # reverse of the first one, so rows rise where they fell.
-    qmax = (1 << (VALUE_BITS + fb)) - 1
+    # border node (the image's surroundings, background at every level), in the exact reverse
+    # order, so rows rise where they fell.
     ub = 255 - u
-    hb = hierarchy(((qmax - q) << ib) | (n - 1 - pos), None if up is None else ~up, ub, conn8=False,
-                   border_node=True)
+    hb = hierarchy(q, None if up is None else ~up, ub, conn8=False, descending=True, border_node=True)
     runs_b = level_runs(hb, ub, 254 - levels)
     where = np.empty(len(hb.order), dtype=np.int64)
     where[hb.order] = np.arange(len(hb.order))
@@ -172,8 +168,8 @@ def contour_boxes(m: np.ndarray, levels: np.ndarray) -> LevelBoxes:
         o = np.maximum(u, gamma[hb.basin].reshape(hh, w))
         # Ties in o (a filled hole is flat) are broken by the map itself, which rises toward the
         # hole's rim: the climb leaves the flat part instead of stopping at spurious maxima.
-        key_o = (((o << fb) | (q >> VALUE_BITS)) << ib) | pos
-        ho = hierarchy(key_o, key_o[:, 1:] > key_o[:, :-1] if w > 1 else None, o, conn8=True)
+        rank_o = (o << fb) | (q >> VALUE_BITS)
+        ho = hierarchy(rank_o, rank_o[:, 1:] >= rank_o[:, :-1] if w > 1 else None, o, conn8=True)
         runs_o = level_runs(ho, o, levels)
         o8 = o.astype(np.uint8)
     else:  # no hole at any level: the top-level components are all the components
@@ -213,29 +209,33 @@ def row_cells(up: np.ndarray | None, h: int, w: int) -> tuple[np.ndarray, np.nda
     return np.flatnonzero(start), np.flatnonzero(peak)
 
 
-def climb(key: np.ndarray, up: np.ndarray | None, conn8: bool) -> tuple[np.ndarray, ...]:
-    """Basins of the key image: every pixel climbs to a local maximum (see the module docstring).
+def climb(rank: np.ndarray, up: np.ndarray | None, conn8: bool, descending: bool) -> tuple[np.ndarray, ...]:
+    """Basins of an image: every pixel climbs to a local maximum (see the module docstring).
+
+    Args:
+        rank: ``(H, W)`` int64; pixels are ordered by ``(rank, flat index)``, or by ``(-rank,
+            -flat index)`` when ``descending`` (a strict order either way).
+        up: whether that order rises from ``x`` to ``x + 1`` along rows (``None`` if ``W == 1``).
 
     Returns:
         ``(basin (N,), cell_basin (C,), starts (C,), peaks (C,))``: the basin of each pixel, and
         the basin, first pixel and peak pixel of each row segment.
     """
-    h, w = key.shape
-    flat = key.ravel()
+    h, w = rank.shape
+    n = h * w
+    flat = rank.ravel()
+    ib = index_bits(n)
     starts, peaks = row_cells(up, h, w)
     # A peak is higher than its row neighbours: climb to the highest pixel of the rows above and
     # below (8-connectivity) or the pixels straight above and below (4-connectivity).
+    dy, dx = (np.array([-1, -1, -1, 1, 1, 1]), np.array([-1, 0, 1, -1, 0, 1])) if conn8 else \
+        (np.array([-1, 1]), np.array([0, 0]))
     py, px = np.divmod(peaks, w)
-    best, target = flat[peaks], peaks
-    for dy in (-1, 1):
-        ny = py + dy
-        row_ok = (ny >= 0) & (ny < h)
-        for dx in (-1, 0, 1) if conn8 else (0,):
-            nx = px + dx
-            j = np.where(row_ok & (nx >= 0) & (nx < w), ny * w + nx, peaks)
-            kv = flat[j]
-            higher = kv > best
-            best, target = np.where(higher, kv, best), np.where(higher, j, target)
+    ny, nx = py[:, None] + dy, px[:, None] + dx
+    j = np.where((ny >= 0) & (ny < h) & (nx >= 0) & (nx < w), ny * w + nx, peaks[:, None])
+    j = np.concatenate([peaks[:, None], j], axis=1)  # the peak itself first: stays if highest
+    key = (-flat[j] << ib) | (n - 1 - j) if descending else (flat[j] << ib) | j
+    target = j[np.arange(len(peaks)), key.argmax(axis=1)]
     hop = np.searchsorted(starts, target, side="right") - 1  # the segment climbed to
     while True:  # pointer jumping: every segment to the segment of its local maximum
         nxt = hop[hop]
@@ -246,26 +246,25 @@ def climb(key: np.ndarray, up: np.ndarray | None, conn8: bool) -> tuple[np.ndarr
     label = np.empty(len(hop), dtype=np.int64)
     label[roots] = np.arange(len(roots))
     cell_basin = label[hop]
-    basin = np.repeat(cell_basin, np.diff(np.append(starts, h * w)))
+    basin = np.repeat(cell_basin, np.diff(np.append(starts, n)))
     return basin, cell_basin, starts, peaks
 
 
-def hierarchy(key: np.ndarray, up: np.ndarray | None, values: np.ndarray, conn8: bool,
-              border_node: bool = False) -> Hierarchy:
-    """The basins of ``key`` and their dendrogram, for the level sets ``{values > L}``.
+def hierarchy(rank: np.ndarray, up: np.ndarray | None, values: np.ndarray, conn8: bool,
+              descending: bool = False, border_node: bool = False) -> Hierarchy:
+    """The basins of an image and their dendrogram, for the level sets ``{values > L}``.
 
     Args:
-        key: ``(H, W)`` int64 distinct keys, ordered like ``values`` (``key(p) > key(q)`` implies
-            ``values(p) >= values(q)``).
-        up: ``key[:, 1:] > key[:, :-1]`` (``None`` when ``W == 1``).
+        rank, up, descending: the pixel order (see :func:`climb`); it must order ``values``
+            (a higher pixel has a value at least as large).
         values: ``(H, W)`` int64 levels in [0, 255]; a pixel is present at level ``L`` iff
             ``values > L``.
         conn8: 8-connectivity (else 4).
         border_node: add a node present at every level and adjacent to every border pixel.
     """
-    h, w = key.shape
+    h, w = rank.shape
     n = h * w
-    basin, cell_basin, starts, peaks = climb(key, up, conn8)
+    basin, cell_basin, starts, peaks = climb(rank, up, conn8, descending)
     k = int(cell_basin.max()) + 1
     size = k + border_node
     vals = values.ravel()
@@ -285,7 +284,7 @@ def hierarchy(key: np.ndarray, up: np.ndarray | None, values: np.ndarray, conn8:
             p = p[p % w != skip]
         pairs.append((p, p + off))
     if border_node:
-        ring = _grid(h, w)[2]
+        ring = _grid(h, w)[1]
         pairs.append((ring, ring))
     a = np.concatenate([basin[p] for p, _ in pairs])
     b = np.concatenate([basin[q] for _, q in pairs])
@@ -367,7 +366,7 @@ def level_runs(h: Hierarchy, values: np.ndarray, levels: np.ndarray) -> Runs:
     hh, w = values.shape
     k, nl = len(h.order), len(levels)
     colmax = np.full(k * w, -1, dtype=np.int64)
-    np.maximum.at(colmax, h.basin * w + _grid(hh, w)[1], values.ravel())
+    np.maximum.at(colmax, h.basin * w + _grid(hh, w)[0], values.ravel())
     colmax = colmax.reshape(k, w)[h.order]
     rowmax = h.rowmax[h.order]
     size = max(hh, w)
@@ -440,23 +439,21 @@ def _largest(runs: Runs, area: np.ndarray, ho: Hierarchy, o: np.ndarray, levels:
     Ties go to the component whose first pixel (raster order) comes last: OpenCV lists
     top-level contours in reverse order of discovery and ``max`` keeps the first maximum.
     """
-    w = o.shape[1]
     new = np.append(True, runs.level[1:] != runs.level[:-1])
+    group = np.cumsum(new) - 1
     starts = np.flatnonzero(new)
-    best = np.maximum.reduceat(area, starts)
-    top = area == best[np.cumsum(new) - 1]
-    tops = np.flatnonzero(top)
-    out = tops[np.searchsorted(tops, starts)]  # the first largest of each level
-    n_top = np.add.reduceat(top.astype(np.int64), starts)
-    for g in np.flatnonzero(n_top > 1).tolist():
-        level = int(levels[runs.level[starts[g]]])
-        end = starts[g + 1] if g + 1 < len(starts) else len(runs.level)
-        tied = starts[g] + np.flatnonzero(top[starts[g]:end])
-        firsts = []
-        for r in tied.tolist():  # the first pixel lies in the component's top row
-            y0 = int(runs.box[r, 1])
-            t0, t1 = runs.span[r]
-            inside = (o[y0] > level) & np.isin(ho.basin[y0 * w:(y0 + 1) * w], ho.order[t0:t1])
-            firsts.append(y0 * w + int(np.flatnonzero(inside)[0]))
-        out[g] = tied[int(np.argmax(firsts))]
-    return out
+    top = area == np.maximum.reduceat(area, starts)[group]
+    n_top = np.bincount(group[top], minlength=len(starts))
+    tied = np.flatnonzero(top & (n_top[group] > 1))
+    first = np.zeros(len(runs.level), dtype=np.int64)
+    if len(tied):  # the first pixel of a component lies in its top row: scan those rows
+        w = o.shape[1]
+        where = np.empty(len(ho.order), dtype=np.int64)
+        where[ho.order] = np.arange(len(ho.order))
+        y0 = runs.box[tied, 1]
+        at = where[ho.basin.reshape(o.shape)[y0]]  # (tied, W) position of each pixel's basin
+        inside = (o[y0] > levels[runs.level[tied], None]) & (at >= runs.span[tied, :1]) & (at < runs.span[tied, 1:])
+        first[tied] = y0 * w + inside.argmax(axis=1)
+    # Per level: largest area, then largest first pixel (0 for untied runs), then first run.
+    best = np.lexsort((-np.arange(len(area)), first, area, group))
+    return best[np.flatnonzero(np.append(group[best][1:] != group[best][:-1], True))]

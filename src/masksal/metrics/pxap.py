@@ -8,6 +8,11 @@ from torch import Tensor
 from masksal.metrics.base import Metric, NanPolicy, check_maps, check_masks, minmax_normalize
 from masksal.types import Batch
 
+# Mask value -> slot of the combined histogram: 0 background, 1 object, 2 ignore (255). Other
+# values never get here (check_masks rejects them).
+_CLASS_OF_MASK = np.full(256, 2, dtype=np.int64)
+_CLASS_OF_MASK[0], _CLASS_OF_MASK[1] = 0, 1
+
 
 class PixelAveragePrecision(Metric):
     r"""Pixel average precision (PxAP, in %), pooled over the split as in clovaai/wsolevaluation.
@@ -57,13 +62,33 @@ class PixelAveragePrecision(Metric):
         arr = minmax_normalize(check_maps(maps, batch, nan=self.nan_maps, metric=self.name))
         masks = check_masks(batch, self.name)
         nbins = len(self.edges) - 1
-        for key, value in (("hist_object", 1), ("hist_background", 0)):
-            scores = arr[masks == value]
-            # Same bins as np.histogram(scores, bins=edges): [e_i, e_i+1), values in [0, 1] never
-            # reach the closed last edge; searchsorted + bincount avoids np.histogram's sort.
-            idx = np.searchsorted(self.edges, scores, side="right") - 1
-            self._state[key] += np.bincount(np.clip(idx, 0, nbins - 1), minlength=nbins)
+        # One histogram of (pixel class, bin): background bins first, then object bins, then
+        # ignore bins (dropped). Map by map, so that the temporaries stay in cache.
+        counts = np.zeros(3 * nbins, dtype=np.int64)
+        for m, mask in zip(arr, masks, strict=True):
+            counts += np.bincount((_CLASS_OF_MASK[mask] * nbins + self.bin_index(m)).ravel(), minlength=3 * nbins)
+        self._state["hist_background"] += counts[:nbins]
+        self._state["hist_object"] += counts[nbins:2 * nbins]
         self._state["count"] += arr.shape[0]
+
+    def bin_index(self, scores: np.ndarray) -> np.ndarray:
+        """The histogram bin of each score: ``i`` with ``edges[i] <= s < edges[i + 1]``.
+
+        The same bins as ``np.histogram(scores, bins=edges)`` for scores in [0, 1] (they never
+        reach the closed last edge), without its sort or a binary search: ``s / step`` lands
+        within one bin of the right one, and comparing with the two edges around it settles it.
+
+        Args:
+            scores: float64 array of normalized scores in [0, 1].
+
+        Returns:
+            int64 array of the same shape, values in ``[0, len(edges) - 2]``.
+        """
+        last = len(self.edges) - 3  # the bin [1, 2)
+        idx = np.minimum((scores / self.threshold_step).astype(np.int64), last)
+        idx -= scores < self.edges[idx]
+        idx += scores >= self.edges[idx + 1]
+        return idx
 
     def precision_recall(self) -> tuple[np.ndarray, np.ndarray]:
         """Precision and recall at every threshold, from the highest threshold down.
