@@ -254,7 +254,8 @@ def test_vectorized_sweep_equals_the_per_threshold_procedure() -> None:
     maps[2] = rng.random((size, size))  # pixel noise: many contours, holes, ties in contour area
     maps[3] = 0.25  # constant
     # Four values in 5 x 5 blocks: plateaus (ties), holes and islands in holes.
-    maps[4] = cv2.resize(rng.integers(0, 4, (8, 8)).astype(np.float64), (size, size), interpolation=cv2.INTER_NEAREST) / 3
+    blocks = rng.integers(0, 4, (8, 8)).astype(np.float64)
+    maps[4] = cv2.resize(blocks, (size, size), interpolation=cv2.INTER_NEAREST) / 3
     gts = []
     for _ in range(n):
         k = int(rng.integers(1, 4))
