@@ -8,11 +8,6 @@ from torch import Tensor
 from masksal.metrics.base import Metric, NanPolicy, check_maps, check_masks, minmax_normalize
 from masksal.types import Batch
 
-# Mask value -> slot of the combined histogram: 0 background, 1 object, 2 ignore (255). Other
-# values never get here (check_masks rejects them).
-_CLASS_OF_MASK = np.full(256, 2, dtype=np.int64)
-_CLASS_OF_MASK[0], _CLASS_OF_MASK[1] = 0, 1
-
 
 class PixelAveragePrecision(Metric):
     r"""Pixel average precision (PxAP, in %), pooled over the split as in clovaai/wsolevaluation.
@@ -62,11 +57,14 @@ class PixelAveragePrecision(Metric):
         arr = minmax_normalize(check_maps(maps, batch, nan=self.nan_maps, metric=self.name))
         masks = check_masks(batch, self.name)
         nbins = len(self.edges) - 1
-        # One histogram of (pixel class, bin): background bins first, then object bins, then
-        # ignore bins (dropped). Map by map, so that the temporaries stay in cache.
-        counts = np.zeros(3 * nbins, dtype=np.int64)
+        # One histogram of (pixel class, bin) per map (its temporaries stay in cache): mask & 3
+        # is 0 for background, 1 for object, 3 for ignore (255), so background bins come first,
+        # then object bins; the ignore bins are dropped.
+        counts = np.zeros(4 * nbins, dtype=np.int64)
         for m, mask in zip(arr, masks, strict=True):
-            counts += np.bincount((_CLASS_OF_MASK[mask] * nbins + self.bin_index(m)).ravel(), minlength=3 * nbins)
+            key = self.bin_index(m)
+            key += (mask & 3).astype(np.intp) * nbins
+            counts += np.bincount(key.ravel(), minlength=4 * nbins)
         self._state["hist_background"] += counts[:nbins]
         self._state["hist_object"] += counts[nbins:2 * nbins]
         self._state["count"] += arr.shape[0]
@@ -75,7 +73,7 @@ class PixelAveragePrecision(Metric):
         """The histogram bin of each score: ``i`` with ``edges[i] <= s < edges[i + 1]``.
 
         The same bins as ``np.histogram(scores, bins=edges)`` for scores in [0, 1] (they never
-        reach the closed last edge), without its sort or a binary search: ``s / step`` lands
+        reach the closed last edge), without its sort or a binary search: ``s * (1 / step)`` lands
         within one bin of the right one, and comparing with the two edges around it settles it.
 
         Args:
@@ -85,9 +83,10 @@ class PixelAveragePrecision(Metric):
             int64 array of the same shape, values in ``[0, len(edges) - 2]``.
         """
         last = len(self.edges) - 3  # the bin [1, 2)
-        idx = np.minimum((scores / self.threshold_step).astype(np.int64), last)
-        idx -= scores < self.edges[idx]
-        idx += scores >= self.edges[idx + 1]
+        idx = (scores * (1.0 / self.threshold_step)).astype(np.intp)
+        np.minimum(idx, last, out=idx)
+        idx -= scores < self.edges.take(idx)
+        idx += scores >= self.edges.take(idx + 1)
         return idx
 
     def precision_recall(self) -> tuple[np.ndarray, np.ndarray]:
