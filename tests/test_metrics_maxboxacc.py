@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from masksal.metrics import LocalizationError, MaxBoxAccuracy, resize_maps
 from masksal.metrics._levelboxes import contour_boxes
-from masksal.metrics.maxboxacc import _best_iou_per_level_opencv
+from masksal.metrics.maxboxacc import NUM_LEVELS, _best_iou_per_level_opencv
 from masksal.types import Batch
 
 
@@ -344,10 +344,33 @@ def test_one_pass_boxes_equal_findcontours_at_every_level(kind: str, h: int, w: 
     if len(levels) == 0:
         return  # constant map: no foreground at any level (the fallback box, tested above)
     got = contour_boxes(m, levels)
+    assert got.has_fg.all()
     for i, level in enumerate(levels.tolist()):
         all_boxes, largest = opencv_boxes(u8, level)
         assert sorted(tuple(b) for b in got.v2_box[got.v2_level == i].tolist()) == all_boxes, level
-        assert tuple(got.v1_box[i].tolist()) == largest, level
+        assert tuple(got.v1_box[0, i].tolist()) == largest, level
+
+
+@settings(max_examples=40, deadline=None)
+@given(kinds=st.lists(KINDS, min_size=2, max_size=4), h=st.integers(1, 16), w=st.integers(1, 16),
+       seed=st.integers(0, 2**32 - 1))
+def test_stacked_maps_give_each_map_its_own_boxes(kinds: list[str], h: int, w: int, seed: int) -> None:
+    # Several maps in one pass (stacked one row apart) give what each gives alone, per level;
+    # levels at or above a map's maximum have no foreground.
+    maps = np.stack([random_map(kind, h, w, seed + i) for i, kind in enumerate(kinds)])
+    levels = np.arange(255)
+    got = contour_boxes(maps, levels)
+    for k, m in enumerate(maps):
+        u8 = (m * 255).astype(np.uint8)
+        for i, level in enumerate(levels.tolist()):
+            mine = got.v2_box[(got.v2_map == k) & (got.v2_level == i)]
+            if level >= u8.max():
+                assert not got.has_fg[k, i] and len(mine) == 0
+                continue
+            all_boxes, largest = opencv_boxes(u8, level)
+            assert got.has_fg[k, i]
+            assert sorted(tuple(b) for b in mine.tolist()) == all_boxes, (k, level)
+            assert tuple(got.v1_box[k, i].tolist()) == largest, (k, level)
 
 
 @settings(max_examples=150, deadline=None)
@@ -364,3 +387,27 @@ def test_one_pass_equals_the_per_level_opencv_procedure(kind: str, h: int, w: in
     r1, r2 = _best_iou_per_level_opencv(m, gt, metric._used_levels)
     np.testing.assert_array_equal(v1, r1)
     np.testing.assert_array_equal(v2, r2)
+
+
+def test_update_over_a_batch_equals_the_per_level_procedure() -> None:
+    # Many small maps (stacked in groups by update) and a few large ones, with several GT boxes.
+    rng = np.random.default_rng(5)
+    for size, n in ((20, 12), (70, 3)):
+        maps = np.stack([random_map(kind, size, size, int(rng.integers(1 << 30)))
+                         for kind in ("smooth", "noise", "tied", "binary", "constant", "smooth")[:n % 7 or 6]]
+                        + [random_map("smooth", size, size, int(rng.integers(1 << 30))) for _ in range(max(0, n - 6))])
+        gts = []
+        for _ in range(len(maps)):
+            k = int(rng.integers(1, 4))
+            x0, y0 = rng.integers(0, size - 4, (2, k))
+            gts.append(np.stack([x0, y0, x0 + rng.integers(1, size // 2, k), y0 + rng.integers(1, size // 2, k)], 1))
+        metric = MaxBoxAccuracy()
+        metric.update(torch.from_numpy(maps), make_batch([g.tolist() for g in gts], size=size))
+        hits1, hits2 = np.zeros((3, NUM_LEVELS)), np.zeros((3, NUM_LEVELS))
+        deltas = np.array(metric.iou_thresholds)[:, None]
+        for m, gt in zip(maps, gts, strict=True):
+            r1, r2 = _best_iou_per_level_opencv(m, gt.astype(np.float64), metric._used_levels)
+            hits1[:, metric._used_levels] += r1[metric._used_levels] >= deltas
+            hits2[:, metric._used_levels] += r2[metric._used_levels] >= deltas
+        np.testing.assert_array_equal(metric.state_dict()["hits_v1"], hits1)
+        np.testing.assert_array_equal(metric.state_dict()["hits_v2"], hits2)

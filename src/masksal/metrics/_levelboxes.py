@@ -56,13 +56,16 @@ class Hierarchy:
         link: ``(K - 1,)`` int64; ``order[t]`` and ``order[t + 1]`` are in one component at level
             ``L`` iff ``link[t] > L`` (-1: never).
         top: ``(K,)`` int64 the largest value in each basin (-1 for the border node).
-        rowmax: ``(K, H)`` int64 the largest value of each basin in each row (-1: none).
+        home: ``(K,)`` int64 the map (band of ``stride`` rows) each basin lies in.
+        rowmax: ``(K, stride)`` int64 the largest value of each basin in each row of its map
+            (-1: none).
     """
 
     basin: np.ndarray
     order: np.ndarray
     link: np.ndarray
     top: np.ndarray
+    home: np.ndarray
     rowmax: np.ndarray
 
 
@@ -72,31 +75,39 @@ class Runs:
 
     Attributes:
         level: ``(R,)`` index into the evaluated levels.
-        box: ``(R, 4)`` int64 inclusive ``(x0, y0, x1, y1)`` of the component's pixels.
+        home: ``(R,)`` the map of the component.
+        box: ``(R, 4)`` int64 inclusive ``(x0, y0, x1, y1)`` of the component's pixels, in the
+            coordinates of its map.
         span: ``(R, 2)`` int64 ``[t0, t1)``: the component's basins are ``order[t0:t1]``.
     """
 
     level: np.ndarray
+    home: np.ndarray
     box: np.ndarray
     span: np.ndarray
 
 
 @dataclass
 class LevelBoxes:
-    """Predicted boxes of one map at every evaluated level, as wsolevaluation reads them.
+    """Predicted boxes of a batch of maps at every evaluated level, as wsolevaluation reads them.
 
     Boxes are ``(x, y, x + w, y + h)`` of the contour's bounding rectangle with the right and
-    bottom ends clipped to the image (then read as inclusive).
+    bottom ends clipped to the image (then read as inclusive), in the map's coordinates.
 
     Attributes:
-        v2_level: ``(n,)`` index of the level of each box of ``v2_box`` (non-decreasing).
+        v2_map, v2_level: ``(n,)`` map and level index of each box of ``v2_box``, sorted by map,
+            then level.
         v2_box: ``(n, 4)`` int64 boxes of every contour (outer and hole) of every level.
-        v1_box: ``(len(levels), 4)`` int64 box of the contour of largest area at each level.
+        v1_box: ``(B, len(levels), 4)`` int64 box of the contour of largest area at each level.
+        has_fg: ``(B, len(levels))`` bool, whether the map has a foreground (a contour) at the
+            level; where not, wsolevaluation scores the fallback box ``[0, 0, 0, 0]``.
     """
 
+    v2_map: np.ndarray
     v2_level: np.ndarray
     v2_box: np.ndarray
     v1_box: np.ndarray
+    has_fg: np.ndarray
 
 
 def index_bits(n: int) -> int:
@@ -115,42 +126,52 @@ def _grid(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
     return col, ring
 
 
-def contour_boxes(m: np.ndarray, levels: np.ndarray) -> LevelBoxes:
+def contour_boxes(maps: np.ndarray, levels: np.ndarray) -> LevelBoxes:
     """The contour boxes of ``cv2.findContours(uint8(m * 255) > L, RETR_TREE)`` for every level.
 
+    The maps of a batch are stacked into one image, one row apart (a separator row that is
+    background at every level and part of the image's surroundings), so that the per-call work
+    is shared.
+
     Args:
-        m: ``(H, W)`` float64 map in [0, 1].
-        levels: int64 levels, each below ``max(uint8(m * 255))`` (so that every level has a
-            foreground; at higher levels wsolevaluation scores the fallback box).
+        maps: ``(B, H, W)`` (or ``(H, W)``) float64 maps in [0, 1].
+        levels: int64 levels in [0, 254].
 
     Returns:
-        the boxes of all levels (see :class:`LevelBoxes`).
+        the boxes of all maps and levels (see :class:`LevelBoxes`).
     """
-    hh, w = m.shape
-    n = hh * w
+    if maps.ndim == 2:
+        maps = maps[None]
+    nm, hh, w = maps.shape
+    stride = hh + 1
+    rows = nm * stride - 1
+    n = rows * w
     levels = np.asarray(levels, dtype=np.int64)
-    scaled = m * 255.0
-    u8 = scaled.astype(np.uint8)
-    u = u8.astype(np.int64)
     ib = index_bits(n)
     fb = 62 - VALUE_BITS - ib  # fraction bits: (value, fraction, position) fit one int64
     if fb < VALUE_BITS:
-        raise ValueError(f"maxboxacc: a map of {hh} x {w} pixels is too large")
-    # q >> fb == u exactly: scaling by a power of two is exact and floor(floor(x * 2^f) / 2^f)
-    # = floor(x). Ordering pixels by (q, position) orders them by the map, ties broken.
-    q = (scaled * float(1 << fb)).astype(np.int64)
+        raise ValueError(f"maxboxacc: {nm} maps of {hh} x {w} pixels are too large for one pass")
+    # q >> fb == uint8(m * 255) exactly: scaling by a power of two is exact and
+    # floor(floor(x * 2^f) / 2^f) = floor(x). Ordering pixels by (q, position) orders them by the
+    # map, ties broken. Separator rows: q = -1, below every pixel, so u = -1 (never foreground).
+    q = np.full((nm, stride, w), -1, dtype=np.int64)
+    q[:, :hh] = (maps * 255.0 * float(1 << fb)).astype(np.int64)
+    q = q.reshape(nm * stride, w)[:rows]
+    u = q >> fb
+    separators = (np.arange(nm - 1)[:, None] * stride + hh) * w + np.arange(w)
 
-    # Outer contours: 8-connected components of {u > L}. Pixels are ordered by (q, position):
-    # along a row the order rises wherever q does not fall.
+    # Outer contours: 8-connected components of {u > L}. Along a row the order rises wherever q
+    # does not fall.
     up = q[:, 1:] >= q[:, :-1] if w > 1 else None
-    hu = hierarchy(q, up, u, conn8=True)
+    hu = hierarchy(q, up, u, conn8=True, stride=stride)
     runs_u = level_runs(hu, u, levels)
 
     # Hole contours: 4-connected components of {u <= L} = {255 - u > 254 - L} not joined to the
-    # border node (the image's surroundings, background at every level), in the exact reverse
-    # order, so rows rise where they fell.
+    # border node (the image's surroundings and the separators, background at every level), in
+    # the exact reverse order, so rows rise where they fell.
     ub = 255 - u
-    hb = hierarchy(q, None if up is None else ~up, ub, conn8=False, descending=True, border_node=True)
+    hb = hierarchy(q, None if up is None else ~up, ub, conn8=False, stride=stride, descending=True,
+                   border=separators.ravel())
     runs_b = level_runs(hb, ub, 254 - levels)
     where = np.empty(len(hb.order), dtype=np.int64)
     where[hb.order] = np.arange(len(hb.order))
@@ -164,25 +185,34 @@ def contour_boxes(m: np.ndarray, levels: np.ndarray) -> LevelBoxes:
         join[:tb] = np.minimum.accumulate(hb.link[:tb][::-1])[::-1]
     join[tb + 1:] = np.minimum.accumulate(hb.link[tb:])
     gamma = np.clip(255 - join[where], 0, 255)  # a basin joins the border from level gamma on
-    if (gamma[:-1] > 255 - hb.top[:-1]).any():  # some basin's lowest pixel lies in a hole
-        o = np.maximum(u, gamma[hb.basin].reshape(hh, w))
+    inner = hb.top[:-1] <= 255  # image basins (not the separators')
+    if (gamma[:-1][inner] > 255 - hb.top[:-1][inner]).any():  # a basin's lowest pixel is in a hole
+        o = np.maximum(u, gamma[hb.basin].reshape(rows, w))
         # Ties in o (a filled hole is flat) are broken by the map itself, which rises toward the
         # hole's rim: the climb leaves the flat part instead of stopping at spurious maxima.
         rank_o = (o << fb) | (q >> VALUE_BITS)
-        ho = hierarchy(rank_o, rank_o[:, 1:] >= rank_o[:, :-1] if w > 1 else None, o, conn8=True)
+        ho = hierarchy(rank_o, rank_o[:, 1:] >= rank_o[:, :-1] if w > 1 else None, o, conn8=True, stride=stride)
         runs_o = level_runs(ho, o, levels)
-        o8 = o.astype(np.uint8)
     else:  # no hole at any level: the top-level components are all the components
-        ho, runs_o, o8 = hu, runs_u, u8
-    area = np.zeros(len(runs_o.level), dtype=np.int64)
-    if (runs_o.level[1:] == runs_o.level[:-1]).any():  # some level has several: compare areas
+        o, ho, runs_o = u, hu, runs_u
+    o8 = np.maximum(o, 0).astype(np.uint8)
+    rank = runs_o.home * len(levels) + runs_o.level  # (map, level) of each run
+    area = np.zeros(len(rank), dtype=np.int64)
+    if len(np.unique(rank)) < len(rank):  # some level has several components: compare areas
         area = _component_sums(ho, runs_o, _block_area2(ho, o8, levels))
-    v1 = _largest(runs_o, area, ho, o8, levels)
+    v1 = _largest(runs_o, rank, area, ho, o8, levels)
 
+    v1_box = np.zeros((nm, len(levels), 4), dtype=np.int64)
+    has_fg = np.zeros((nm, len(levels)), dtype=bool)
+    which = rank[v1]
+    v1_box.reshape(-1, 4)[which] = _contour_box(runs_o.box[v1], 0, hh, w)
+    has_fg.reshape(-1)[which] = True
+    boxes = np.concatenate([_contour_box(runs_u.box, 0, hh, w), _contour_box(runs_b.box[hole], 1, hh, w)])
+    v2_map = np.concatenate([runs_u.home, runs_b.home[hole]])
     v2_level = np.concatenate([runs_u.level, runs_b.level[hole]])
-    order = np.argsort(v2_level, kind="stable")
-    v2_box = np.concatenate([_contour_box(runs_u.box, 0, hh, w), _contour_box(runs_b.box[hole], 1, hh, w)])
-    return LevelBoxes(v2_level=v2_level[order], v2_box=v2_box[order], v1_box=_contour_box(runs_o.box[v1], 0, hh, w))
+    order = np.lexsort((v2_level, v2_map))
+    return LevelBoxes(v2_map=v2_map[order], v2_level=v2_level[order], v2_box=boxes[order], v1_box=v1_box,
+                      has_fg=has_fg)
 
 
 def row_cells(up: np.ndarray | None, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
@@ -250,8 +280,8 @@ def climb(rank: np.ndarray, up: np.ndarray | None, conn8: bool, descending: bool
     return basin, cell_basin, starts, peaks
 
 
-def hierarchy(rank: np.ndarray, up: np.ndarray | None, values: np.ndarray, conn8: bool,
-              descending: bool = False, border_node: bool = False) -> Hierarchy:
+def hierarchy(rank: np.ndarray, up: np.ndarray | None, values: np.ndarray, conn8: bool, stride: int,
+              descending: bool = False, border: np.ndarray | None = None) -> Hierarchy:
     """The basins of an image and their dendrogram, for the level sets ``{values > L}``.
 
     Args:
@@ -260,9 +290,12 @@ def hierarchy(rank: np.ndarray, up: np.ndarray | None, values: np.ndarray, conn8
         values: ``(H, W)`` int64 levels in [0, 255]; a pixel is present at level ``L`` iff
             ``values > L``.
         conn8: 8-connectivity (else 4).
-        border_node: add a node present at every level and adjacent to every border pixel.
+        stride: rows per map (maps are stacked one under the other).
+        border: if given, add a node present at every level and adjacent to every pixel on the
+            image's border and to the pixels listed (flat indices).
     """
     h, w = rank.shape
+    border_node = border is not None
     n = h * w
     basin, cell_basin, starts, peaks = climb(rank, up, conn8, descending)
     k = int(cell_basin.max()) + 1
@@ -270,8 +303,11 @@ def hierarchy(rank: np.ndarray, up: np.ndarray | None, values: np.ndarray, conn8
     vals = values.ravel()
     top = np.full(size, -1, dtype=np.int64)
     np.maximum.at(top, cell_basin, vals[peaks])
-    rowmax = np.full(size * h, -1, dtype=np.int64)
-    np.maximum.at(rowmax, cell_basin * h + starts // w, vals[peaks])  # a segment's max is its peak
+    row = starts // w
+    home = np.full(size, -1, dtype=np.int64)
+    home[cell_basin] = row // stride
+    rowmax = np.full(size * stride, -1, dtype=np.int64)
+    np.maximum.at(rowmax, cell_basin * stride + row % stride, vals[peaks])  # a segment's max is its peak
     # Joins: pairs of adjacent pixels in different basins, weight = the lower value (both are
     # present below it). Along a row, basins change only where a segment starts.
     cut = starts[(starts % w != 0) & (cell_basin != np.append(-1, cell_basin[:-1]))]
@@ -283,17 +319,17 @@ def hierarchy(rank: np.ndarray, up: np.ndarray | None, values: np.ndarray, conn8
         if skip >= 0:
             p = p[p % w != skip]
         pairs.append((p, p + off))
-    if border_node:
-        ring = _grid(h, w)[1]
+    if border is not None:
+        ring = np.concatenate([_grid(h, w)[1], border])
         pairs.append((ring, ring))
     a = np.concatenate([basin[p] for p, _ in pairs])
     b = np.concatenate([basin[q] for _, q in pairs])
     wt = np.concatenate([np.minimum(vals[p], vals[q]) for p, q in pairs])
-    if border_node:  # the ring's pairs join each border pixel to the border node
+    if border is not None:  # the ring's pairs join each border pixel to the border node
         b[len(b) - len(ring):] = k
     lo, hi, wt = _strongest_edges(np.minimum(a, b), np.maximum(a, b), wt, size)
     order, link = _dendrogram_order(lo, hi, wt, size)
-    return Hierarchy(basin=basin, order=order, link=link, top=top, rowmax=rowmax.reshape(size, h))
+    return Hierarchy(basin=basin, order=order, link=link, top=top, home=home, rowmax=rowmax.reshape(size, stride))
 
 
 def _strongest_edges(lo: np.ndarray, hi: np.ndarray, wt: np.ndarray, size: int) -> tuple[np.ndarray, ...]:
@@ -313,9 +349,9 @@ def _strongest_edges(lo: np.ndarray, hi: np.ndarray, wt: np.ndarray, size: int) 
         pair, wt = pair[last], wt[last]
     lo, hi = np.divmod(pair, size)
     if len(wt) > 4 * size:  # the union-find below is a Python loop: keep only a spanning forest
-        # Maximum spanning forest = minimum one on 256 - w (> 0: csgraph drops zero weights).
-        mst = minimum_spanning_tree(csr_matrix((256 - wt, (lo, hi)), shape=(size, size))).tocoo()
-        lo, hi, wt = mst.row.astype(np.int64), mst.col.astype(np.int64), 256 - mst.data.astype(np.int64)
+        # Maximum spanning forest = minimum one on 257 - w (> 0: csgraph drops zero weights).
+        mst = minimum_spanning_tree(csr_matrix((257 - wt, (lo, hi)), shape=(size, size))).tocoo()
+        lo, hi, wt = mst.row.astype(np.int64), mst.col.astype(np.int64), 257 - mst.data.astype(np.int64)
     return lo, hi, wt
 
 
@@ -363,19 +399,20 @@ def level_runs(h: Hierarchy, values: np.ndarray, levels: np.ndarray) -> Runs:
     (right) end of the basin's pixels above ``L``, and likewise for rows; a component's box is
     the min / max over its run of basins.
     """
-    hh, w = values.shape
+    w = values.shape[1]
+    stride = h.rowmax.shape[1]
     k, nl = len(h.order), len(levels)
     colmax = np.full(k * w, -1, dtype=np.int64)
-    np.maximum.at(colmax, h.basin * w + _grid(hh, w)[0], values.ravel())
+    np.maximum.at(colmax, h.basin * w + _grid(values.shape[0], w)[0], values.ravel())
     colmax = colmax.reshape(k, w)[h.order]
     rowmax = h.rowmax[h.order]
-    size = max(hh, w)
+    size = max(stride, w)
     prof = np.full((4, k, size), -1, dtype=np.int64)
     prof[0, :, :w], prof[1, :, :w] = colmax, colmax[:, ::-1]
-    prof[2, :, :hh], prof[3, :, :hh] = rowmax, rowmax[:, ::-1]
-    running = np.maximum.accumulate(prof, axis=2).reshape(4 * k, size)  # non-decreasing
-    hist = np.bincount((np.arange(4 * k)[:, None] * 257 + running + 1).ravel(), minlength=4 * k * 257)
-    below = hist.reshape(4 * k, 257).cumsum(axis=1)  # below[:, L + 1] = #{position: running <= L}
+    prof[2, :, :stride], prof[3, :, :stride] = rowmax, rowmax[:, ::-1]
+    running = np.maximum.accumulate(prof, axis=2).reshape(4 * k, size)  # non-decreasing, in [-1, 256]
+    hist = np.bincount((np.arange(4 * k)[:, None] * 258 + running + 1).ravel(), minlength=4 * k * 258)
+    below = hist.reshape(4 * k, 258).cumsum(axis=1)  # below[:, L + 1] = #{position: running <= L}
     first = below[:, levels + 1].reshape(4, k, nl).transpose(0, 2, 1).reshape(4, nl * k)
     start = np.ones((nl, k), dtype=bool)
     start[:, 1:] = h.link[None, :] <= levels[:, None]
@@ -385,8 +422,8 @@ def level_runs(h: Hierarchy, values: np.ndarray, levels: np.ndarray) -> Runs:
     level = st // k
     end = np.append(st[1:], nl * k)
     span = np.stack([st - level * k, np.where(end // k == level, end - level * k, k)], axis=1)
-    box = np.stack([ends[0], ends[2], w - 1 - ends[1], hh - 1 - ends[3]], axis=1)
-    return Runs(level=level[keep], box=box[keep], span=span[keep])
+    box = np.stack([ends[0], ends[2], w - 1 - ends[1], stride - 1 - ends[3]], axis=1)
+    return Runs(level=level[keep], home=h.home[h.order[span[keep, 0]]], box=box[keep], span=span[keep])
 
 
 def _component_sums(h: Hierarchy, runs: Runs, per_basin: np.ndarray) -> np.ndarray:
@@ -433,27 +470,35 @@ def _block_area2(ho: Hierarchy, o: np.ndarray, levels: np.ndarray) -> np.ndarray
     return above[:, levels + 1]
 
 
-def _largest(runs: Runs, area: np.ndarray, ho: Hierarchy, o: np.ndarray, levels: np.ndarray) -> np.ndarray:
-    """Index into ``runs`` of the component with the largest contour at each level.
+def _largest(runs: Runs, rank: np.ndarray, area: np.ndarray, ho: Hierarchy, o: np.ndarray,
+             levels: np.ndarray) -> np.ndarray:
+    """Index into ``runs`` of the component with the largest contour for each (map, level)
+    ``rank`` present, in increasing ``rank``.
 
     Ties go to the component whose first pixel (raster order) comes last: OpenCV lists
     top-level contours in reverse order of discovery and ``max`` keeps the first maximum.
     """
-    new = np.append(True, runs.level[1:] != runs.level[:-1])
-    group = np.cumsum(new) - 1
-    starts = np.flatnonzero(new)
-    top = area == np.maximum.reduceat(area, starts)[group]
-    n_top = np.bincount(group[top], minlength=len(starts))
+    if len(rank) == 0:
+        return np.zeros(0, dtype=np.int64)
+    by = np.argsort(rank, kind="stable")
+    r = rank[by]
+    new = np.append(True, r[1:] != r[:-1])
+    group = np.empty(len(rank), dtype=np.int64)
+    group[by] = np.cumsum(new) - 1
+    best = np.zeros(int(new.sum()), dtype=np.int64)
+    np.maximum.at(best, group, area)
+    top = area == best[group]
+    n_top = np.bincount(group[top], minlength=len(best))
     tied = np.flatnonzero(top & (n_top[group] > 1))
-    first = np.zeros(len(runs.level), dtype=np.int64)
+    first = np.zeros(len(rank), dtype=np.int64)
     if len(tied):  # the first pixel of a component lies in its top row: scan those rows
         w = o.shape[1]
         where = np.empty(len(ho.order), dtype=np.int64)
         where[ho.order] = np.arange(len(ho.order))
-        y0 = runs.box[tied, 1]
+        y0 = runs.home[tied] * ho.rowmax.shape[1] + runs.box[tied, 1]  # row in the stacked image
         at = where[ho.basin.reshape(o.shape)[y0]]  # (tied, W) position of each pixel's basin
         inside = (o[y0] > levels[runs.level[tied], None]) & (at >= runs.span[tied, :1]) & (at < runs.span[tied, 1:])
         first[tied] = y0 * w + inside.argmax(axis=1)
-    # Per level: largest area, then largest first pixel (0 for untied runs), then first run.
-    best = np.lexsort((-np.arange(len(area)), first, area, group))
-    return best[np.flatnonzero(np.append(group[best][1:] != group[best][:-1], True))]
+    # Per group: largest area, then largest first pixel (0 for untied runs), then first run.
+    order = np.lexsort((-np.arange(len(area)), first, area, group))
+    return order[np.flatnonzero(np.append(group[order][1:] != group[order][:-1], True))]
