@@ -29,7 +29,7 @@ import json
 import os
 import platform
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import cv2
@@ -85,8 +85,9 @@ def make_data(n: int, size: int, noise: bool, seed: int = 0) -> tuple[torch.Tens
 class PerLevelMaxBoxAccuracy(MaxBoxAccuracy):
     """The previous MaxBoxAcc: one ``cv2.findContours`` per distinct uint8 level of each map."""
 
-    def _best_iou_per_level(self, m: np.ndarray, gt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return _best_iou_per_level_opencv(m, gt, self._used_levels)
+    def _best_iou_per_level_batch(self, maps: np.ndarray, gts: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        out = [_best_iou_per_level_opencv(m, gt, self._used_levels) for m, gt in zip(maps, gts, strict=True)]
+        return np.stack([v1 for v1, _ in out]), np.stack([v2 for _, v2 in out])
 
 
 class SearchsortedPxAP(PixelAveragePrecision):
@@ -103,12 +104,16 @@ class SearchsortedPxAP(PixelAveragePrecision):
 
 
 def normalize(m: np.ndarray) -> np.ndarray:
-    """wsolevaluation's normalize_scoremap (a constant or NaN map becomes zeros)."""
+    """wsolevaluation's normalize_scoremap (a constant or NaN map becomes zeros) and its
+    check_scoremap_validity (no NaN, values in [0, 1])."""
     m = m.astype(np.float64)
     if np.isnan(m).any() or m.min() == m.max():
         return np.zeros_like(m)
     m = m - m.min()
-    return m / m.max()
+    m = m / m.max()
+    if np.isnan(m).any() or m.min() < 0 or m.max() > 1:
+        raise ValueError("invalid score map")
+    return m
 
 
 def wsol_box_hits(maps: np.ndarray, gts: list[np.ndarray], multi_contour: bool,
@@ -179,7 +184,6 @@ def compare_speed(maps: torch.Tensor, batches: list[Batch], batch_size: int, n: 
         b = Batch(images=batch.images[:take], labels=batch.labels[:take], boxes=batch.boxes[:take],
                   masks=None if batch.masks is None else batch.masks[:take])
         m = maps[i * batch_size:i * batch_size + take]
-        raw = m.numpy().astype(np.float64)
         gts = [bx.numpy().astype(np.float64) for bx in b.boxes]
         for name, metric in box_metrics.items():
             t = time.process_time()
@@ -187,14 +191,14 @@ def compare_speed(maps: torch.Tensor, batches: list[Batch], batch_size: int, n: 
             secs[name] += time.process_time() - t
         for key, multi in (("v1", False), ("v2", True)):
             t = time.process_time()
-            ref_hits[key] = ref_hits[key] + wsol_box_hits(raw, gts, multi)
+            ref_hits[key] = ref_hits[key] + wsol_box_hits(m.numpy(), gts, multi)
             secs[f"wsol {key}"] += time.process_time() - t
         for name, px in px_metrics.items():
             t = time.process_time()
             px.update(m, b)
             secs[name] += time.process_time() - t
         t = time.process_time()
-        o, g = wsol_pxap_hists(raw, b.masks.numpy() if b.masks is not None else np.zeros(0))
+        o, g = wsol_pxap_hists(m.numpy(), b.masks.numpy() if b.masks is not None else np.zeros(0))
         ref_obj, ref_bg = ref_obj + o, ref_bg + g
         secs["wsol pxap"] += time.process_time() - t
         done += take

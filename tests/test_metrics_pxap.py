@@ -11,6 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from masksal.metrics import PixelAveragePrecision
+from masksal.metrics.base import minmax_normalize
+from masksal.metrics.pxap import _normalize
 from masksal.types import Batch
 
 
@@ -169,3 +171,14 @@ def test_batch_histograms_equal_the_reference_per_image_histograms(seed: int, ti
     state = metric.state_dict()
     np.testing.assert_array_equal(state["hist_object"], obj)
     np.testing.assert_array_equal(state["hist_background"], bg)
+
+
+def test_per_map_normalization_is_minmax_normalize_bit_for_bit() -> None:
+    rng = np.random.default_rng(2)
+    maps = rng.normal(size=(5, 7, 9)) * 1e3
+    maps[1] = 4.0  # constant
+    maps[2, 3, 3] = np.nan
+    maps[3] = np.round(maps[3])  # ties
+    expected = minmax_normalize(maps)
+    for m, e in zip(maps, expected, strict=True):
+        assert np.array_equal(_normalize(m.copy()), e)
