@@ -83,28 +83,30 @@ class _SmoothMaxPool(torch.autograd.Function):
     ``u``: ``(N, K, gh, gw)`` the K neighbour parameters of every cell; ``w``: ``(K, s, s)`` the
     kernel weights at each place ``(i, j)`` of a cell. Output ``(N, s, s, gh, gw)``: the pooled
     value of pixel ``(i, j)`` of every cell. Written by hand (not autograd through the softmax)
-    so that the ``K``-fold temporaries exist one place at a time; the backward pass recomputes
-    them from ``u``: ``d out / d a_k = e_k (1 + c (a_k - out)) / sum_j e_j``.
+    so that the ``K``-fold temporaries exist a few places at a time (about ``_BLOCK`` numbers);
+    the backward pass recomputes them from ``u``: ``d out / d a_k = e_k (1 + c (a_k - out)) /
+    sum_j e_j``.
     """
 
     @staticmethod
     def forward(ctx: Any, u: Tensor, w: Tensor, coldness: float) -> Tensor:
         n, _, gh, gw = u.shape
         s = w.shape[1]
+        places = w.reshape(w.shape[0], s * s, 1, 1)
         # Exponents shifted by c * max_k u_k >= c * a_k (weights are at most 1, parameters in
         # [0, 1]): no overflow, the same pooled value.
-        shift = (u.amax(dim=1) * coldness)[:, None]
-        out = u.new_empty(n, s, s, gh, gw)
-        norm = u.new_empty(n, s, s, gh, gw)
-        for i in range(s):
-            for j in range(s):
-                a = u * w[:, i, j, None, None]
-                e = torch.exp(a * coldness - shift)
-                norm[:, i, j] = e.sum(dim=1)
-                out[:, i, j] = (a * e).sum(dim=1) / norm[:, i, j]
+        shift = (u.amax(dim=1) * coldness)[:, None, None]
+        out = u.new_empty(n, s * s, gh, gw)
+        norm = u.new_empty(n, s * s, gh, gw)
+        uu = u[:, :, None]
+        for p in _place_blocks(u, s):
+            a = uu * places[:, p]  # (N, K, places, gh, gw)
+            e = torch.exp(a * coldness - shift)
+            norm[:, p] = e.sum(dim=1)
+            out[:, p] = (a * e).sum(dim=1) / norm[:, p]
         ctx.save_for_backward(u, w, out, norm, shift)
         ctx.coldness = coldness
-        return out
+        return out.reshape(n, s, s, gh, gw)
 
     @staticmethod
     @once_differentiable
@@ -112,16 +114,27 @@ class _SmoothMaxPool(torch.autograd.Function):
         u, w, out, norm, shift = ctx.saved_tensors
         c = ctx.coldness
         s = w.shape[1]
+        places = w.reshape(w.shape[0], s * s, 1, 1)
         grad_u = torch.zeros_like(u)
-        scale = grad / norm
-        for i in range(s):
-            for j in range(s):
-                wij = w[:, i, j, None, None]
-                a = u * wij
-                e = torch.exp(a * c - shift)
-                grad_a = e * ((a - out[:, None, i, j]) * c + 1) * scale[:, None, i, j]
-                grad_u.addcmul_(grad_a, wij)
+        scale = grad.reshape(out.shape) / norm
+        uu = u[:, :, None]
+        for p in _place_blocks(u, s):
+            wp = places[:, p]
+            a = uu * wp
+            e = torch.exp(a * c - shift)
+            grad_a = e * ((a - out[:, None, p]) * c + 1) * scale[:, None, p]
+            grad_u += (grad_a * wp).sum(dim=2)
         return grad_u, None, None
+
+
+_BLOCK = 1 << 18  # numbers per temporary of the pooling: small enough to stay in cache
+
+
+def _place_blocks(u: Tensor, s: int) -> list[slice]:
+    """Slices of the ``s * s`` places of a cell, each holding about ``_BLOCK`` pooled terms."""
+    per_place = u.numel()  # N * K * gh * gw terms per place
+    step = max(1, _BLOCK // max(1, per_place))
+    return [slice(p, min(p + step, s * s)) for p in range(0, s * s, step)]
 
 
 def _smooth_max_mask_reference(generator: SmoothMaxMask, params: Tensor) -> Tensor:
