@@ -23,6 +23,7 @@ import argparse
 import json
 import os
 import platform
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -32,8 +33,12 @@ import torch
 
 from masksal.classifiers import create_classifier
 from masksal.config import load_config
-from masksal.distributed import RunOptions, get_world_size, launch_local
+from masksal.distributed import get_world_size
+from masksal.precision import RunOptions
 from masksal.training import train_classifier, train_masker
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from launch import launch_local  # noqa: E402  (the tests' local process launcher)
 
 NOTE = ("the 2 processes share this machine's {cores} CPU core(s) ({half} thread(s) each), the same cores the "
         "1-process rows use: the 2-process rows measure the overhead of data parallelism on shared cores, not a "
@@ -48,7 +53,7 @@ def _job(what: str, overrides: list[str], out: str, sync_batchnorm: bool, warmup
     def tick(step: int, _rec: dict[str, float]) -> None:
         times[step] = time.perf_counter()  # after the per-step all-reduce of the log: all processes agree
 
-    run = RunOptions(amp="off", sync_batchnorm=sync_batchnorm)
+    run = RunOptions(device="cpu", amp="off", sync_batchnorm=sync_batchnorm)
     if what == "classifier":
         res = train_classifier(cfg, out, progress=False, on_step=tick, run=run)
     else:
@@ -73,7 +78,7 @@ def main() -> None:
     cores = os.cpu_count() or 1
     common = [f"data.image_size={args.size}", f"data.n_train={args.batch * (args.steps + 1)}", "data.n_test=8",
               "data.cache_dir=null", "data.families=[digits]", f"classifier.kwargs={{width: {args.width}}}",
-              "train.log_every=1", "train.checkpoint_every=100000", "train.device=cpu"]
+              "masker_train.log_every=1", "masker_train.checkpoint_every=100000"]
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="masksal-bench-") as tmp:
         torch.manual_seed(0)
@@ -82,7 +87,8 @@ def main() -> None:
         # One epoch of `steps` steps for the classifier; `steps` masker steps in CA mode.
         workloads = {
             "classifier": [*common, "classifier_train.epochs=1", f"classifier_train.batch_size={args.batch}"],
-            "masker": [*common, "train.mode=ca", f"train.batch_size={args.batch}", f"train.steps={args.steps}",
+            "masker": [*common, "masker_train.mode=ca", f"masker_train.batch_size={args.batch}",
+                       f"masker_train.steps={args.steps}",
                        f"classifier.weights={weights}"],
         }
         # (processes, threads per process, synchronized BatchNorm)

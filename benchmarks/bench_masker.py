@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from masksal.classifiers import create_classifier
 from masksal.config import load_config
 from masksal.masker import Masker, MaskerNet
-from masksal.training import _masker_step
+from masksal.training import MaskerTraining
 from masksal.types import Batch
 
 
@@ -87,13 +87,11 @@ def main() -> None:
     rows.append({"what": "classifier training step", "per_second": 1 / t_cstep, "unit": "steps/s"})
     batch = Batch(images=x, labels=y, boxes=[torch.zeros(0, 4)] * args.batch)
     for mode in ("fix", "ca"):
-        cfg = load_config(None, [f"train.mode={mode}"])
-        opt_m = torch.optim.Adam(net.parameters(), lr=1e-3)
-        opt_c = torch.optim.SGD(clf.parameters(), lr=1e-3) if mode == "ca" else None
-        clf.requires_grad_(mode == "ca")
+        cfg = load_config(None, [f"masker_train.mode={mode}"])
+        training = MaskerTraining(clf, net, cfg.masker_train, cfg.objectives, dev)
 
-        def m_step(cfg=cfg, opt_m=opt_m, opt_c=opt_c) -> None:
-            _masker_step(cfg, clf, net, None, [], batch, opt_m, opt_c, 0)
+        def m_step(training: MaskerTraining = training) -> None:
+            training.step(batch, 0)
 
         t = timed(m_step, args.repeats)
         rows.append({"what": f"masker training step ({mode.upper()})", "per_second": 1 / t, "unit": "steps/s",

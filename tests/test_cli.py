@@ -54,7 +54,7 @@ def test_benchmark_compares_methods(ckpts, tmp_path):
                             "--out", str(tmp_path / "b"), "--quiet"])
     assert r.exit_code == 0, r.output
     res = json.loads((tmp_path / "b" / "benchmark.json").read_text())["results"]
-    assert [x["method"] for x in res][1:] == ["centre", "gradcam", "rise:n_masks=20,batch_size=10"]
+    assert [x["method"] for x in res][1:] == ["centre", "gradcam", "rise:n_masks=20;batch_size=10"]
     assert all(x["maps_per_second"] > 0 and x["images"] == 16 for x in res)
     html = (tmp_path / "b" / "side_by_side.html").read_text()
     assert html.count("<img") == 8 * 5  # 8 images x (image + 4 methods)
@@ -75,7 +75,7 @@ def test_bad_config_key_is_a_one_line_error(tmp_path):
 
 
 def test_data_export_round_trips(tmp_path):
-    r = runner.invoke(app, ["data", "export", "--out", str(tmp_path / "w"), "--n", "20", "--size", "32"])
+    r = runner.invoke(app, ["data", "export", "--out", str(tmp_path / "w"), "--num-images", "20", "--size", "32"])
     assert r.exit_code == 0, r.output
     from masksal.data import load_dataset
 

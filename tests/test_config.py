@@ -15,7 +15,7 @@ def test_yaml_and_overrides(tmp_path):
     p = tmp_path / "c.yaml"
     p.write_text("name: x\ntrain:\n  mode: ca\n  steps: 7\nobjectives:\n  masked_out: ce\n")
     cfg = load_config(p, ["train.steps=9", "masker.gumbel=true", "data.families=[digits]"])
-    assert cfg.name == "x" and cfg.train.mode == "ca" and cfg.train.steps == 9
+    assert cfg.name == "x" and cfg.masker_train.mode == "ca" and cfg.masker_train.steps == 9
     assert cfg.objectives.masked_out == "ce" and cfg.masker.gumbel is True
     assert cfg.data.families == ["digits"]
 
@@ -23,7 +23,7 @@ def test_yaml_and_overrides(tmp_path):
 def test_unknown_key_names_key_and_file(tmp_path):
     p = tmp_path / "bad.yaml"
     p.write_text("train:\n  stepz: 3\n")
-    with pytest.raises(ValueError, match=r"bad\.yaml\.train: unknown key 'stepz'"):
+    with pytest.raises(ValueError, match=r"bad\.yaml\.masker_train: unknown key 'stepz'"):
         load_config(p)
 
 

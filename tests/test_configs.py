@@ -10,7 +10,7 @@ from masksal.config import load_config
 from masksal.reproduce import ROW_NAMES
 from masksal.training import train_classifier, train_masker
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+CONFIGS = Path(__file__).resolve().parents[1] / "src" / "masksal" / "configs"
 ALL = sorted(CONFIGS.rglob("*.yaml"))
 TINY = [
     "data.dataset=benchmark", "data.num_workers=0", "data.image_size=32", "data.n_train=64", "data.n_test=16",
@@ -39,7 +39,7 @@ def test_there_is_one_config_per_ablation_row_and_a_final_one():
 def test_config_loads_and_trains_two_steps(path, classifier_ckpt, tmp_path):
     full = load_config(path)
     if path.stem in ROW_NAMES or path.name == "final.yaml":
-        assert full.data.image_size == 64 and full.train.steps == 1300  # the calibrated 64 px recipe
+        assert full.data.image_size == 64 and full.masker_train.steps == 1300  # the calibrated 64 px recipe
     cfg = load_config(path, [*TINY, f"classifier.weights={classifier_ckpt}"])
     res = train_masker(cfg, tmp_path / "m", progress=False)
     assert res["steps"] == 2

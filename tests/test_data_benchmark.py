@@ -221,6 +221,38 @@ def test_cache_roundtrip(tmp_path: Path) -> None:
     assert len(list(tmp_path.glob("*.npz"))) == 2
 
 
+@pytest.mark.parametrize("fault", ["truncate", "garbage", "empty", "missing key", "wrong shape"])
+def test_corrupt_cache_is_regenerated_atomically(tmp_path: Path, fault: str) -> None:
+    fresh = BenchmarkDataset("test", n=12, size=32, seed=5, cache_dir=tmp_path)
+    assert fresh.cache_rebuilt is None
+    (path,) = tmp_path.glob("*.npz")
+    data = path.read_bytes()
+    if fault == "truncate":  # a copy cut short, a full disk
+        path.write_bytes(data[: len(data) // 2])
+    elif fault == "garbage":
+        path.write_bytes(b"\x00" * 100)
+    elif fault == "empty":
+        path.write_bytes(b"")
+    else:
+        with np.load(path) as f:
+            arrays = {k: f[k] for k in f.files}
+        if fault == "missing key":
+            del arrays["masks"]
+        else:
+            arrays["images"] = arrays["images"][:5]
+        with open(path, "wb") as f:
+            np.savez(f, **arrays)
+    again = BenchmarkDataset("test", n=12, size=32, seed=5, cache_dir=tmp_path)
+    assert again.cache_rebuilt is not None and again.cache_rebuilt.startswith(f"{path}: ")
+    assert "\n" not in again.cache_rebuilt
+    for key in ("images", "labels", "boxes", "masks", "indices"):
+        assert np.array_equal(getattr(again, key), getattr(fresh, key)), key
+    # The file was replaced by a whole one (no temporary left) and is read back as is.
+    assert not list(tmp_path.glob("*.tmp")) and len(list(tmp_path.glob("*.npz"))) == 1
+    third = BenchmarkDataset("test", n=12, size=32, seed=5, cache_dir=tmp_path)
+    assert third.cache_rebuilt is None and np.array_equal(third.images, fresh.images)
+
+
 class _Evil:
     def __reduce__(self) -> tuple[object, tuple[str]]:
         return (os.system, ("echo should-not-run",))

@@ -6,9 +6,9 @@ import pytest
 
 from masksal.demo import DemoPlan, run_demo
 
-TINY = DemoPlan(n_train=100, n_test=48, classifier_epochs=1, masker_steps=4, overrides=(
-    "data.image_size=32", "data.families=[digits]", "data.n_val=16", "classifier.kwargs={width: 8}",
-    "classifier_train.batch_size=20", "train.batch_size=8", "masker.hidden=8"))
+TINY = DemoPlan(n_train=100, n_test=48, classifier_epochs=1, masker_steps=4, overrides={
+    "data.image_size": 32, "data.families": ["digits"], "data.n_val": 16, "classifier.kwargs": {"width": 8},
+    "classifier_train.batch_size": 20, "masker_train.batch_size": 8, "masker.hidden": 8})
 
 
 def test_demo_writes_metrics_and_report_and_reuses_its_cache(tmp_path):
@@ -29,7 +29,7 @@ def test_demo_writes_metrics_and_report_and_reuses_its_cache(tmp_path):
     longer = DemoPlan(**{**TINY.__dict__, "classifier_epochs": 2})
     with pytest.raises(FileExistsError, match=r"classifier_train.epochs \(1 vs 2\)"):
         run_demo(tmp_path, plan=longer, progress=False, log=lines.append)
-    other_masker = DemoPlan(**{**TINY.__dict__, "overrides": (*TINY.overrides, "objectives.tv_weight=0.5")})
+    other_masker = DemoPlan(**{**TINY.__dict__, "overrides": {**TINY.overrides, "objectives.tv_weight": 0.5}})
     with pytest.raises(FileExistsError, match=r"masker_ca holds a masker .*objectives.tv_weight"):
         run_demo(tmp_path, plan=other_masker, progress=False, log=lines.append)
 

@@ -19,23 +19,22 @@ from typing import Any
 
 import pytest
 import torch
+from launch import launch_local
 from torch import nn
 
 from masksal.checkpoint import load_classifier, load_masker, read_meta
 from masksal.config import load_config
 from masksal.data.benchmark import BenchmarkDataset
 from masksal.distributed import (
-    MixedPrecision,
-    RunOptions,
     ShardedBatchSampler,
     SyncBatchNorm,
     check_batch_size,
     convert_sync_batchnorm,
-    evaluate_sharded,
     get_world_size,
-    launch_local,
     shard_dataset,
 )
+from masksal.evaluation import evaluate_sharded
+from masksal.precision import MixedPrecision, RunOptions
 from masksal.training import StepBatchSampler, train_classifier, train_masker
 
 TINY = [
@@ -110,7 +109,7 @@ def test_distributed_classifier_training_matches_one_process(runs: dict[str, Any
     single = json.loads((runs["single"] / "classifier" / "metrics.json").read_text())
     ddp = json.loads((runs["ddp"] / "classifier" / "metrics.json").read_text())
     assert ddp["test_accuracy"] == single["test_accuracy"]  # sharded test set, counts summed
-    run = read_meta(runs["ddp"] / "classifier").extra["run"]
+    run = read_meta(runs["ddp"] / "classifier").run
     assert run["world_size"] == 2 and run["backend"] == "gloo"
     assert run["global_batch_size"] == 16 and run["per_process_batch_size"] == 8
     assert run["sync_batchnorm"] is True and run["amp"] == "off"
@@ -151,7 +150,7 @@ def test_torchrun_cli_trains_on_two_processes(runs: dict[str, Any], tmp_path: Pa
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.count("trained 2 steps") == 1  # rank 0 reports, once
     assert "2 processes (gloo), global batch 8 (2 x 4)" in proc.stderr
-    assert read_meta(out).extra["run"]["world_size"] == 2
+    assert read_meta(out).run["world_size"] == 2
 
 
 def _free_port() -> int:
@@ -199,10 +198,10 @@ def test_mixed_precision_is_off_on_cpu_by_default() -> None:
 
 
 def test_imagenet_config_is_the_papers_final_model_and_runs(tmp_path: Path) -> None:
-    config = Path(__file__).parents[1] / "configs" / "imagenet_resnet50_final.yaml"
+    config = "imagenet_resnet50_final"  # a packaged config, by name
     cfg = load_config(config)
     assert (cfg.classifier.arch, cfg.classifier.taps, cfg.data.image_size) == ("resnet50", ["layer3", "layer4"], 224)
-    t, o = cfg.train, cfg.objectives
+    t, o = cfg.masker_train, cfg.objectives
     assert (t.mode, t.batch_size, t.masker_lr, t.classifier_lr, t.classifier_momentum) == ("ca", 72, 1e-3, 1e-3, 0.9)
     assert (t.masker_weight_decay, t.classifier_weight_decay, t.grad_clip, t.lr_decay) == (1e-4, 1e-4, 10.0, 0.1)
     assert t.steps == 3 * t.lr_decay_every == 60 * round(0.2 * 1_281_167 / 72)  # x0.1 every 20 of 60 epochs

@@ -11,7 +11,8 @@ from torch.utils.data import DataLoader
 
 from masksal.classifiers import Classifier, create_classifier
 from masksal.evaluation import evaluate, format_table
-from masksal.explainers.base import Explainer
+from masksal.explainers import create_explainer
+from masksal.explainers.base import SupportsExplain
 from masksal.metrics import LocalizationError, MaxBoxAccuracy
 from masksal.types import collate
 
@@ -68,7 +69,7 @@ FAST = {"deletion_insertion": {"steps": 4}}
 
 def test_evaluate_end_to_end(classifier: Classifier) -> None:
     explainer = Centre()
-    assert isinstance(explainer, Explainer)
+    assert isinstance(explainer, SupportsExplain)
     classifier.train()
     result = evaluate(explainer, classifier, loader(10), val_loader=loader(6, seed=1), progress=False,
                       metric_options=FAST)
@@ -144,3 +145,19 @@ def test_format_table() -> None:
     assert lines[3] == "| centre | 10 | 50.25 | - | - |"
     assert "- centre: sm skipped (not requested)" in table
     assert format_table(rows[0]).count("\n| masker") == 1
+
+
+def test_metrics_in_worker_processes_give_the_same_numbers() -> None:
+    from masksal.data.benchmark import BenchmarkDataset
+
+    torch.manual_seed(0)
+    classifier = create_classifier("small_resnet18", 10, width=8).eval()
+    ds = BenchmarkDataset("test", n=24, size=32, families=("digits",))
+    loader = DataLoader(ds, batch_size=8, collate_fn=collate)
+    explainer = create_explainer("gradcam", classifier)
+    names = ("le_om_f1", "maxboxacc", "pxap", "pointing_game")
+    here = evaluate(explainer, classifier, loader, metrics=names, progress=False, metric_workers=0)
+    away = evaluate(explainer, classifier, loader, metrics=names, progress=False, metric_workers=2)
+    for key in ("images", "le", "om", "maxboxacc", "maxboxacc_v2", "pxap", "pointing_game"):
+        assert away[key] == here[key], key
+    assert away["f1"] == pytest.approx(here["f1"], rel=1e-12)  # a sum in another order

@@ -4,7 +4,7 @@ import torch
 from PIL import Image
 
 from masksal.classifiers import create_classifier
-from masksal.explain import explain_files
+from masksal.explain_files import explain_files
 from masksal.masker import Masker, MaskerNet
 
 

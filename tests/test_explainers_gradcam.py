@@ -96,10 +96,33 @@ def test_no_graph_below_the_layer(setup: tuple[Classifier, Tensor, Tensor]) -> N
 
 def test_layer_errors(setup: tuple[Classifier, Tensor, Tensor]) -> None:
     clf, x, _ = setup
-    with pytest.raises(AttributeError):
+    with pytest.raises(ValueError, match=r"layer 'layer9' is not a module .* top-level modules: conv1, bn1, "
+                                         r"relu, layer1, layer2, layer3, layer4, avgpool, fc$"):
         GradCAM(clf, layer="layer9")
+    with pytest.raises(ValueError, match=r"'layer4.7' .* modules inside 'layer4': layer4.0, layer4.1$"):
+        GradCAM(clf, layer="layer4.7")
+    with pytest.raises(ValueError, match="the given Conv2d is not a submodule of the classifier"):
+        GradCAM(clf, layer=nn.Conv2d(3, 3, 1))
     with pytest.raises(ValueError, match="more than once"):  # a BasicBlock applies its ReLU twice
         GradCAM(clf, layer="layer1.0.relu").explain(x)
     with pytest.raises(ValueError, match=r"\(B, K, h, w\)"):
         GradCAM(clf, layer="fc").explain(x)
-    assert torch.is_grad_enabled()
+    assert torch.is_grad_enabled() and not clf.training
+
+
+def test_layer_by_module_or_dotted_name(setup: tuple[Classifier, Tensor, Tensor]) -> None:
+    clf, x, t = setup
+    by_name = GradCAM(clf, layer="layer3.1").explain(x, t)
+    by_module = GradCAM(clf, layer=clf.model.layer3[1])
+    assert by_module.layer == "layer3.1"
+    torch.testing.assert_close(by_module.explain(x, t), by_name)
+    torch.testing.assert_close(by_name, direct_gradcam(clf, x, t, "layer3.1"), rtol=1e-5, atol=1e-6)
+
+
+def test_raw_module_equals_the_wrapped_one(setup: tuple[Classifier, Tensor, Tensor]) -> None:
+    clf, x, t = setup
+    # A raw module is wrapped with ImageNet normalization: the same as the Classifier built with it.
+    raw = GradCAM(clf.model, layer=clf.model.layer4).explain_with_logits(x, t)
+    wrapped = GradCAM(clf).explain_with_logits(x, t)
+    torch.testing.assert_close(raw.maps, wrapped.maps)
+    torch.testing.assert_close(raw.logits, wrapped.logits)

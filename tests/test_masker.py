@@ -40,7 +40,7 @@ def test_masker_reads_taps_it_is_given():
 def test_raw_maps_are_pre_sigmoid():
     m = _masker("small_resnet18", 32, width=8)
     x = torch.rand(2, 3, 32, 32)
-    assert torch.allclose(torch.sigmoid(m.explain(x, raw=True)), m.explain(x), atol=1e-6)
+    assert torch.allclose(torch.sigmoid(m.mask_logits(x)), m.explain(x), atol=1e-6)
 
 
 def test_gumbel_mask_is_hard_forward_soft_backward():

@@ -29,7 +29,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 @pytest.mark.parametrize("k", [1, 2, 5])
 def test_few_shot_subset_has_exactly_k_images_per_class(k):
-    cfg = load_experiment(final_config_path(), [*TINY, f"data.examples_per_class={k}"])
+    cfg = load_experiment(final_config_path(), {"data.examples_per_class": k}, TINY)
     ds = build_dataset(cfg, "train")
     counts = Counter(int(ds[i]["label"]) for i in range(len(ds)))
     assert counts == {c: k for c in range(10)}
@@ -156,7 +156,7 @@ def test_ablation_fewshot_and_roar_run_end_to_end_and_resume(tmp_path, monkeypat
     assert not (tmp_path / "other" / "classifier").exists()
     third = ensure_classifier(tmp_path / "third", dataclasses.replace(BUDGET, classifier_epochs=2), None, False,
                               quiet, TINY)
-    assert third == tmp_path / "third" / "classifier" and (third / "meta.json").is_file()
+    assert third == tmp_path / "third" / "classifier" and (third / "checkpoint.json").is_file()
 
     few = run_fewshot(out / "fewshot", BUDGET, classifier=out / "classifier", seeds=2, overrides=TINY,
                       progress=False, log=quiet)

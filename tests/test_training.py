@@ -61,7 +61,7 @@ def test_interrupted_run_resumes_to_the_same_weights(classifier_ckpt, tmp_path):
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        train_masker(cfg, tmp_path / "cut", progress=False, on_step=stop)
+        train_masker(cfg, tmp_path / "cut", progress=False, callbacks=[stop])
     assert read_meta(tmp_path / "cut").step == 4  # saved on interruption
     with pytest.raises(FileExistsError, match="--resume"):
         train_masker(cfg, tmp_path / "cut", progress=False)
@@ -103,34 +103,38 @@ def test_step_batch_sampler_is_a_function_of_the_step():
 def test_checkpoint_is_safe_to_load(classifier_ckpt, tmp_path):
     import shutil
 
+    from masksal.checkpoint import checkpoint_files
+
     bad = tmp_path / "bad"
     shutil.copytree(classifier_ckpt, bad)
-    (bad / "meta.json").write_text("{not json")
+    files = checkpoint_files(bad)
+    (files / "meta.json").write_text("{not json")
     with pytest.raises(ValueError, match="meta.json: not valid JSON"):
         read_meta(bad)
-    meta = json.loads((classifier_ckpt / "meta.json").read_text())
-    meta["step"] = meta["step"] + 1  # weights written at another step: an interrupted save
-    (bad / "meta.json").write_text(json.dumps(meta))
-    with pytest.raises(ValueError, match="interrupted save"):
+    meta = json.loads((checkpoint_files(classifier_ckpt) / "meta.json").read_text())
+    meta["step"] = meta["step"] + 1  # weights of another step than meta.json's
+    (files / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="written at step"):
         load_classifier(bad)
 
 
 def test_fresh_each_epoch_draws_new_benchmark_images(tmp_path):
-    from masksal.training import _classifier_batches, build_dataset
+    from masksal.training import build_dataset
+    from masksal.training.data import epoch_batches
 
     cfg = load_config(None, [*TINY, "data.n_train=32", "data.fresh_each_epoch=true"])
     ds = build_dataset(cfg, "train")
-    batches = list(_classifier_batches(cfg, ds, 16, 0, 6, torch.device("cpu")))  # 3 epochs of 2 steps
+    batches = list(epoch_batches(cfg, ds, 16, 0, 6, 0))  # 3 epochs of 2 steps
     epoch_of = [{int(i.split("/")[1]) // 32 for i in b.ids} for b in batches]
     assert epoch_of == [{0}, {0}, {1}, {1}, {2}, {2}]
-    resumed = list(_classifier_batches(cfg, ds, 16, 3, 6, torch.device("cpu")))
+    resumed = list(epoch_batches(cfg, ds, 16, 3, 6, 0))
     assert [b.ids for b in resumed] == [b.ids for b in batches[3:]]
     assert torch.equal(resumed[0].images, batches[3].images)
 
 
 def test_fix_masker_step_trains_the_masker_only(classifier_ckpt):
     from masksal.masker import MaskerConfig, MaskerNet
-    from masksal.training import fix_masker_step
+    from masksal.training import masker_step
     from masksal.types import Batch
 
     cfg = load_config(None, [*TINY, "train.mode=ca"])
@@ -142,8 +146,8 @@ def test_fix_masker_step_trains_the_masker_only(classifier_ckpt):
     net = MaskerNet({t: f.shape[1] for t, f in feats.items()}, MaskerConfig(hidden=8))
     weights = [p.detach().clone() for p in net.parameters()]
     opt = torch.optim.Adam(net.parameters(), lr=1e-2)
-    rec = fix_masker_step(cfg, clf, net, Batch(images=x, labels=torch.arange(4), boxes=[torch.zeros(0, 4)] * 4), opt)
+    rec = masker_step(cfg, clf, net, Batch(images=x, labels=torch.arange(4), boxes=[torch.zeros(0, 4)] * 4), opt)
     assert {"total", "mask_mean", "clean_accuracy"} <= set(rec)
     assert clf.fingerprint() == before  # the classifier is frozen whatever cfg.train.mode says
-    assert cfg.train.mode == "ca"  # and the caller's config is not modified
+    assert cfg.masker_train.mode == "ca"  # and the caller's config is not modified
     assert any(not torch.equal(a, b) for a, b in zip(weights, net.parameters(), strict=True))

@@ -21,6 +21,11 @@ import torch
 from torch import Tensor, nn
 from torchvision.models.resnet import BasicBlock
 
+from masksal.devices import module_device
+
+__all__ = ["Classifier", "ClassifierSpec", "SmallResNet", "as_classifier", "classifier_from_spec",
+           "create_classifier", "eval_mode", "find_taps", "load_weights", "module_device", "read_state_dict"]
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -62,7 +67,8 @@ class Classifier(nn.Module):
     Args:
         model: any ``nn.Module`` mapping normalized images ``(B, 3, H, W)`` to logits ``(B, C)``.
         taps: names of submodules of ``model`` (as in ``model.named_modules()``) whose outputs the
-            masker reads, finest first or in any order.
+            masker reads, finest first or in any order; empty for a classifier that only rival
+            methods explain (see :func:`find_taps` to choose them).
         mean, std: per-channel normalization applied to ``[0, 1]`` images.
         spec: identity stored in checkpoints; built from the other arguments when omitted.
 
@@ -80,7 +86,7 @@ class Classifier(nn.Module):
     def __init__(
         self,
         model: nn.Module,
-        taps: Sequence[str],
+        taps: Sequence[str] = (),
         mean: Sequence[float] = IMAGENET_MEAN,
         std: Sequence[float] = IMAGENET_STD,
         spec: ClassifierSpec | None = None,
@@ -93,8 +99,6 @@ class Classifier(nn.Module):
             candidates = ", ".join(n for n in names if n and n.count(".") == 0)
             raise ValueError(f"tap(s) {missing} are not modules of the classifier; top-level modules: "
                              f"{candidates}")
-        if not taps:
-            raise ValueError("a classifier needs at least one tap for the masker to read")
         self.taps = list(taps)
         self.register_buffer("mean", torch.tensor(list(mean), dtype=torch.float32).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(list(std), dtype=torch.float32).view(1, 3, 1, 1))
@@ -120,6 +124,9 @@ class Classifier(nn.Module):
 
     def forward_with_taps(self, images: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         """Logits and the tap activations ``{name: (B, C_t, H_t, W_t)}`` from one forward pass."""
+        if not self.taps:
+            raise ValueError("this classifier has no taps for a masker to read: name them, e.g. "
+                             "Classifier(model, taps=['layer3', 'layer4']), or see masksal.classifiers.find_taps")
         feats: dict[str, Tensor] = {}
         handles = []
         modules = dict(self.model.named_modules())
@@ -155,6 +162,104 @@ class Classifier(nn.Module):
             h.update(k.encode())
             h.update(v.detach().cpu().contiguous().numpy().tobytes())
         return h.hexdigest()[:16]
+
+
+def as_classifier(
+    model: nn.Module,
+    *,
+    taps: Sequence[str] = (),
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
+) -> Classifier:
+    """``model`` itself if it is a :class:`Classifier`, else ``model`` wrapped in one.
+
+    A plain ``nn.Module`` is assumed to take images normalized with ``mean`` / ``std`` (ImageNet's
+    by default, as torchvision and timm models do); the wrapper applies that normalization to
+    ``[0, 1]`` images.
+    """
+    if isinstance(model, Classifier):
+        return model
+    if not isinstance(model, nn.Module):
+        raise ValueError(f"expected a torch nn.Module classifier, got {type(model).__name__}")
+    return Classifier(model, taps, mean, std)
+
+
+def _spatial(t: Any) -> tuple[int, int] | None:
+    """``(h, w)`` of a ``(B, C, h, w)`` map of the square dry-run image, else None. Requiring
+    ``h == w`` rejects channels-last ``(B, h, w, C)`` tensors (ConvNeXt blocks permute)."""
+    if isinstance(t, Tensor) and t.dim() == 4 and t.shape[-1] == t.shape[-2] and t.shape[-1] > 1:
+        return int(t.shape[-2]), int(t.shape[-1])
+    return None
+
+
+@torch.no_grad()
+def find_taps(model: nn.Module, image_size: int = 224, count: int = 2) -> list[str]:
+    """The last ``count`` spatial stages of ``model``, found by one dry run.
+
+    Every submodule's input and output are watched during a forward pass of a blank square
+    image. Outputs that are ``(B, C, h, w)`` maps are grouped by resolution; for each resolution
+    the module that *finished last* with it stands for the stage (for a ResNet that is
+    ``layer3``, not ``layer3.1.relu``: a stage's container finishes after its parts). Skipped:
+    parts of a block that changes the resolution (the expansion layer inside a strided
+    MobileNet block is not a stage of its own), and layers that enlarge the map (VGG's
+    adaptive pooling to 7x7). The last ``count`` resolutions are returned, coarsest last.
+
+    Torchvision ResNets and timm models with ``feature_info`` get named defaults without a dry
+    run (see :func:`create_classifier`); this is for every other module.
+
+    Raises:
+        ValueError: fewer than ``count`` spatial stages (e.g. a vision transformer, whose tokens
+            are not ``(B, C, h, w)`` maps: name its taps yourself).
+    """
+    inner = model.model if isinstance(model, Classifier) else model
+    seen: dict[str, tuple[tuple[int, int] | None, tuple[int, int] | None]] = {}
+    order: list[str] = []
+    handles = []
+    for name, module in inner.named_modules():
+        if not name:
+            continue
+
+        def hook(_m: nn.Module, inputs: Any, out: Any, name: str = name) -> None:
+            first = inputs[0] if isinstance(inputs, tuple) and inputs else None
+            seen[name] = (_spatial(first), _spatial(out))
+            if name in order:
+                order.remove(name)
+            order.append(name)  # completion order, last call wins
+        handles.append(module.register_forward_hook(hook))
+    device = module_device(inner)
+    with eval_mode(inner):
+        try:
+            x = torch.zeros(1, 3, image_size, image_size, device=device)
+            inner(model.normalize(x) if isinstance(model, Classifier) else x)
+        finally:
+            for h in handles:
+                h.remove()
+
+    def inside_resizing_block(name: str, out: tuple[int, int]) -> bool:
+        parts = name.split(".")
+        for i in range(1, len(parts)):
+            a_in, a_out = seen.get(".".join(parts[:i]), (None, None))
+            if a_in == out and a_out != out:
+                return True
+        return False
+
+    last: dict[tuple[int, int], str] = {}
+    sizes: list[tuple[int, int]] = []
+    for name in order:
+        res_in, res_out = seen[name]
+        if res_out is None or (res_in is not None and res_out[0] > res_in[0]):
+            continue
+        if inside_resizing_block(name, res_out):
+            continue
+        last[res_out] = name
+        if res_out in sizes:
+            sizes.remove(res_out)
+        sizes.append(res_out)
+    stages = [last[r] for r in sizes]
+    if len(stages) < count:
+        raise ValueError(f"found {len(stages)} spatial stage(s) in the model ({stages}); a masker needs "
+                         f"{count}: name the taps yourself (module names from model.named_modules())")
+    return stages[-count:]
 
 
 @contextmanager
@@ -271,8 +376,12 @@ def create_classifier(
                              "torchvision model name, or 'timm:<name>'")
         model = torchvision.models.get_model(name, weights=None, num_classes=num_classes, **kwargs)
     if weights is not None:
-        load_weights(model, weights)
-    model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        try:
+            load_weights(model, weights)
+        except ValueError as e:
+            raise ValueError(f"{e} (architecture {arch!r} with {num_classes} classes; choose another with "
+                             "classifier.arch / classifier.kwargs)") from None
+    model = model.to(memory_format=torch.channels_last)
     tap_names = list(taps) if taps else _default_taps(arch, model)
     spec = ClassifierSpec(arch=arch, num_classes=num_classes, taps=tap_names, mean=tuple(mean),  # type: ignore[arg-type]
                           std=tuple(std), kwargs=dict(kwargs))  # type: ignore[arg-type]
@@ -282,8 +391,8 @@ def create_classifier(
 def classifier_from_spec(spec: ClassifierSpec) -> Classifier:
     """Rebuild an (untrained) classifier from its checkpoint identity."""
     if spec.arch == "custom":
-        raise ValueError("this checkpoint's classifier is a custom module: build it yourself and pass "
-                         "it as classifier=...")
+        raise ValueError("this checkpoint's classifier is a custom module: build it and pass it, "
+                         "e.g. load_masker(directory, model=my_module)")
     return create_classifier(spec.arch, spec.num_classes, spec.taps, mean=spec.mean, std=spec.std,
                              **spec.kwargs)
 

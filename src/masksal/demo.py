@@ -10,15 +10,16 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from torch.utils.data import DataLoader
 
-from masksal.checkpoint import check_same_recipe, load_masker, stage_done, write_json
-from masksal.config import ExperimentConfig, load_config
+from masksal.checkpoint import is_checkpoint, load_masker, write_json
+from masksal.config import ExperimentConfig, with_overrides
+from masksal.precision import RunOptions
+from masksal.rundir import check_same_recipe, stage_done
 from masksal.training import build_dataset, train_classifier, train_masker
 from masksal.types import collate
 
@@ -31,7 +32,8 @@ class DemoPlan:
     n_test: int
     classifier_epochs: int
     masker_steps: int
-    overrides: tuple[str, ...] = ()
+    overrides: dict[str, Any] = field(default_factory=dict)
+    """Typed config changes applied last (``{"section.key": value}``)."""
 
 
 FULL = DemoPlan(n_train=40000, n_test=2000, classifier_epochs=8, masker_steps=1300)
@@ -40,34 +42,39 @@ QUICK = DemoPlan(n_train=12000, n_test=500, classifier_epochs=6, masker_steps=20
 
 def demo_config(plan: DemoPlan, mode: str, out: Path) -> ExperimentConfig:
     """The demo's experiment: the paper's final objectives, calibrated for 64 px images."""
-    return load_config(None, [
-        "name=demo",
-        f"data.n_train={plan.n_train}",
-        f"data.n_test={plan.n_test}",
-        f"data.cache_dir={out / 'cache'}",
-        f"classifier_train.epochs={plan.classifier_epochs}",
-        f"train.mode={mode}",
-        f"train.steps={plan.masker_steps}",
+    return with_overrides(ExperimentConfig(), {
+        "name": "demo",
+        "data.n_train": plan.n_train,
+        "data.n_test": plan.n_test,
+        "data.cache_dir": str(out / "cache"),
+        "classifier.kwargs": {"width": 16},
+        "classifier_train.epochs": plan.classifier_epochs,
+        "masker_train.mode": mode,
+        "masker_train.steps": plan.masker_steps,
         # Gated area weight and TV calibrated for 64 px (README, "Results of the demo"); with the
         # classifier trained alongside, 1.5 times the FIX weight, the paper's ratio (15 vs 10).
-        f"objectives.area_out_weight={30 if mode == 'fix' else 45}",
-        "objectives.tv_weight=0.01",
-        *plan.overrides,
-    ])
+        "objectives.area_out_weight": 30 if mode == "fix" else 45,
+        "objectives.tv_weight": 0.01,
+        **plan.overrides,
+    }, "demo")
 
 
 def run_demo(out: str | Path = "runs/demo", quick: bool = False, mode: str = "ca", progress: bool = True,
-             log: Any = print, plan: DemoPlan | None = None) -> dict[str, Any]:
+             log: Any = print, plan: DemoPlan | None = None, device: str = "auto",
+             scaling: str = "shared") -> dict[str, Any]:
     """Run (or finish) the demo in ``out``; returns the metrics written to ``metrics.json``.
 
     ``plan`` overrides the sizes of the full (or ``quick``) demo.
     """
+    from masksal.devices import resolve_device
     from masksal.evaluation import evaluate
     from masksal.explainers import create_explainer
 
     out = Path(out)
     plan = plan or (QUICK if quick else FULL)
     cfg = demo_config(plan, mode, out)
+    dev = resolve_device(device)
+    run = RunOptions(device=str(dev))
     t0 = time.time()
     timings: dict[str, float] = {}
 
@@ -78,25 +85,25 @@ def run_demo(out: str | Path = "runs/demo", quick: bool = False, mode: str = "ca
     else:
         log(f"[1/4] training the classifier ({plan.classifier_epochs} epochs on {plan.n_train} images)")
         t = time.time()
-        train_classifier(cfg, clf_dir, resume=(clf_dir / "meta.json").is_file(), progress=progress)
+        train_classifier(cfg, clf_dir, resume=is_checkpoint(clf_dir), progress=progress, run=run)
         timings["classifier_seconds"] = time.time() - t
     clf_acc = float(json.loads((clf_dir / "metrics.json").read_text())["test_accuracy"])
     log(f"      classifier test accuracy: {clf_acc:.1f}%")
 
     masker_dir = out / f"masker_{mode}"
-    cfg.classifier.weights = str(clf_dir)
+    cfg = with_overrides(cfg, {"classifier.weights": str(clf_dir)}, "demo")
     check_same_recipe(masker_dir, cfg, "masker", f"delete {out} or choose another --out")
     if stage_done(masker_dir, plan.masker_steps):
         log(f"[2/4] masker: reusing {masker_dir}")
     else:
         log(f"[2/4] training the masker ({mode.upper()}, {plan.masker_steps} steps)")
         t = time.time()
-        train_masker(cfg, masker_dir, resume=(masker_dir / "meta.json").is_file(), progress=progress)
+        train_masker(cfg, masker_dir, resume=is_checkpoint(masker_dir), progress=progress, run=run)
         timings["masker_seconds"] = time.time() - t
 
     log("[3/4] explaining and evaluating the test split")
     t = time.time()
-    masker = load_masker(masker_dir)
+    masker = load_masker(masker_dir, device=dev)
     clf = masker.classifier
     test_ds = build_dataset(cfg, "test")
     loader = DataLoader(test_ds, batch_size=128, collate_fn=collate)
@@ -121,54 +128,16 @@ def run_demo(out: str | Path = "runs/demo", quick: bool = False, mode: str = "ca
         "config": cfg.to_dict(),
     }
     write_json(out / "metrics.json", metrics)
-    report = write_demo_report(out, masker, test_ds, metrics)
+    report = write_demo_report(out, masker, test_ds, metrics, scaling=scaling)
     log(f"LE: masker {metrics['masker_LE']:.1f}%, centre box {metrics['centre_LE']:.1f}%; "
         f"classifier accuracy {clf_acc:.1f}%")
     log(f"report: {report.resolve()}")
     return metrics
 
 
-def write_demo_report(out: Path, masker: Any, test_ds: Any, metrics: dict[str, Any], n_images: int = 24) -> Path:
-    """report.html: metrics table, training curves, and a grid of test images with their maps."""
-    from masksal.metrics.boxes import binarize, largest_component_boxes
-    from masksal.report import Report, colorize, draw_boxes, overlay, upscale
-    from masksal.report.plots import training_curves
+def write_demo_report(out: Path, masker: Any, test_ds: Any, metrics: dict[str, Any], n_images: int = 24,
+                      scaling: str = "shared") -> Path:
+    """report.html (see :func:`masksal.report.demo_page.write_demo_page`)."""
+    from masksal.report.demo_page import write_demo_page
 
-    rep = Report("masksal demo: masker on the built-in benchmark")
-    co_trained = "" if metrics["mode"] == "fix" else (
-        f" Trained alongside the masker, the classifier's copy ends at {metrics['masker']['top1']:.1f}%; the "
-        "masker's numbers use that copy, which it explains.")
-    rep.paragraph(f"Classifier test accuracy {metrics['classifier_test_accuracy']:.1f}%. Masker trained in "
-                  f"{metrics['mode'].upper()} mode.{co_trained} All numbers on the held-out test split.")
-    cols = [("le", "LE"), ("om", "OM"), ("f1", "F1"), ("maxboxacc", "MaxBoxAcc"),
-            ("maxboxacc_v2", "MaxBoxAccV2"), ("pxap", "PxAP"), ("maps_per_second", "maps/s")]
-    cols = [(k, h) for k, h in cols if k in metrics["masker"]]
-    rep.table(["method", *[h for _, h in cols]],
-              [[name, *[float(metrics[m][k]) for k, _ in cols]]
-               for name, m in (("masker", "masker"), ("centre box", "centre_baseline"))])
-    rep.paragraph("LE: localization error (%, lower is better; box from the largest connected component of the "
-                  "map above its mean, wrong if IoU <= 0.5). OM: LE or wrong class. F1: mask vs box region. "
-                  "MaxBoxAcc / PxAP: wsolevaluation metrics (%, higher is better).", note=True)
-    curves = training_curves(out / f"masker_{metrics['mode']}" / "log.jsonl")
-    if curves is not None:
-        rep.heading("Masker training")
-        rep.image(curves, "objective terms and accuracies against training steps")
-    rep.heading("Test images")
-    rep.paragraph("Each row: image; ground-truth box (green); mask; box from the mask (red) over the overlay.",
-                  note=True)
-    batch = collate([test_ds[i] for i in range(min(n_images, len(test_ds)))])
-    maps = masker.explain(batch.images).cpu().numpy()
-    pred_boxes = largest_component_boxes(binarize(maps.astype(np.float64), "mean"))
-    cells = []
-    f = 2
-    for i in range(len(batch)):
-        img = batch.images[i].permute(1, 2, 0).numpy()
-        gt = batch.boxes[i].numpy()
-        box = pred_boxes[i]
-        cells += [
-            (upscale(draw_boxes((img * 255).astype(np.uint8), gt), f), f"{batch.ids[i]}"),
-            (upscale(colorize(maps[i], "gray"), f), f"mask mean {maps[i].mean():.2f}"),
-            (upscale(draw_boxes(draw_boxes(overlay(img, maps[i]), gt), [box], (255, 0, 0)), f), "box from mask"),
-        ]
-    rep.grid(cells, columns=6, cell_px=128)
-    return rep.write(out / "report.html")
+    return write_demo_page(out, masker, test_ds, metrics, n_images=n_images, scaling=scaling)

@@ -1,4 +1,4 @@
-"""Scale-out: ``torchrun`` process groups, data sharding, synchronized BatchNorm, mixed precision.
+"""Scale-out: ``torchrun`` process groups, data sharding, synchronized BatchNorm, DDP.
 
 Training under ``torchrun --nproc-per-node N -m masksal train ...`` is data parallel: every
 process holds a replica of the masker (and, in CA / pool mode, of the classifier), both wrapped
@@ -8,35 +8,27 @@ a single process would train on) is split into ``N`` equal, contiguous slices by
 synchronized over processes (:func:`convert_sync_batchnorm`, the default) a distributed run
 computes the same update as the single-process run, up to float rounding.
 
-Evaluation is sharded: :func:`shard_dataset` gives each process a disjoint part of a split,
-the metric accumulators are all-reduced (sums of counts), and :func:`evaluate_sharded` returns
-the whole split's numbers on every process, exactly those of a single-process run for the
-counting metrics.
+Evaluation is sharded: :func:`shard_dataset` gives each process a disjoint part of a split and
+the metric accumulators are all-reduced (see :func:`masksal.evaluation.evaluate_sharded`).
 
 Backends: ``gloo`` on CPU, ``nccl`` on CUDA. Everything here is a no-op, or the identity, when
-no process group is initialized, so the single-process path runs the same code.
+no process group is initialized, so the single-process path runs the same code. How a run
+computes on one device (mixed precision, ``torch.compile``) is :mod:`masksal.precision`.
 """
 
 from __future__ import annotations
 
-import math
 import os
-import pickle
-import socket
-import tempfile
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset, Sampler, Subset
+from torch.utils.data import Dataset, Sampler, Subset
 
-AMP_MODES = ("auto", "off", "bf16", "fp16")
-
+from masksal.devices import resolve_device
 
 # --------------------------------------------------------------------------- process group
 
@@ -77,22 +69,10 @@ def local_rank() -> int:
     return int(os.environ.get("LOCAL_RANK", "0"))
 
 
-def process_device(name: str) -> torch.device:
-    """The device this process computes on.
-
-    Args:
-        name: ``"auto"`` (CUDA when available, else CPU), ``"cpu"``, ``"cuda"`` or ``"cuda:K"``.
-
-    Returns:
-        ``cuda:LOCAL_RANK`` for ``"auto"``/``"cuda"`` under torchrun (one GPU per process),
-        otherwise the named device.
-    """
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(name)
-    if device.type == "cuda" and device.index is None:
-        device = torch.device("cuda", local_rank() if "LOCAL_RANK" in os.environ else torch.cuda.current_device())
-    return device
+def process_device(name: str | torch.device) -> torch.device:
+    """The device this process computes on: :func:`masksal.devices.resolve_device`, which under
+    torchrun gives ``cuda:LOCAL_RANK`` for ``"auto"`` / ``"cuda"`` (one GPU per process)."""
+    return resolve_device(name)
 
 
 def init_from_env(device: str = "auto") -> bool:
@@ -131,52 +111,6 @@ def torchrun_session(device: str = "auto") -> Iterator[bool]:
             dist.destroy_process_group()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _local_worker(index: int, fn: Callable[..., Any], args: tuple[Any, ...], world: int, port: int,
-                  threads: int, results: str) -> None:
-    torch.set_num_threads(threads)
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=index, world_size=world)
-    try:
-        out = fn(*args)
-    finally:
-        dist.destroy_process_group()
-    with open(Path(results) / f"{index}.pkl", "wb") as f:
-        pickle.dump(out, f)
-
-
-def launch_local(fn: Callable[..., Any], world: int, *args: Any, threads: int | None = None) -> list[Any]:
-    """Run ``fn(*args)`` in ``world`` new CPU processes joined in a ``gloo`` group on 127.0.0.1.
-
-    For tests and benchmarks on one machine (``torchrun`` does the same for real runs). ``fn``
-    must be importable (a module-level function) and its arguments and result picklable.
-
-    Args:
-        fn: the function every process runs once the group is up.
-        world: number of processes.
-        *args: arguments of ``fn``.
-        threads: torch threads per process; default: the machine's cores divided among them.
-
-    Returns:
-        ``fn``'s results, by rank.
-    """
-    import torch.multiprocessing as mp
-
-    threads = threads or max(1, (os.cpu_count() or 1) // world)
-    with tempfile.TemporaryDirectory(prefix="masksal-launch-") as tmp:
-        mp.start_processes(_local_worker, args=(fn, args, world, _free_port(), threads, tmp), nprocs=world,
-                           join=True, start_method="spawn")
-        results = []
-        for i in range(world):
-            with open(Path(tmp) / f"{i}.pkl", "rb") as f:
-                results.append(pickle.load(f))  # written just above by our own child processes
-    return results
-
-
 # --------------------------------------------------------------------------- data
 
 
@@ -210,7 +144,7 @@ class ShardedBatchSampler(Sampler[list[int]]):
             yield batch[self.rank * k:(self.rank + 1) * k]
 
 
-def check_batch_size(batch_size: int, what: str = "train.batch_size") -> int:
+def check_batch_size(batch_size: int, what: str = "masker_train.batch_size") -> int:
     """The per-process batch size of a global ``batch_size``; an error when it does not divide."""
     n = get_world_size()
     if batch_size % n:
@@ -261,74 +195,18 @@ def all_reduce_mean(values: Mapping[str, float]) -> dict[str, float]:
     return {k: out[k] for k in values}
 
 
+def all_reduce_sum(*values: float) -> tuple[float, ...]:
+    """Each value summed over processes (the values themselves without a process group)."""
+    if not is_distributed():
+        return values
+    t = torch.tensor(values, dtype=torch.float64, device=_collective_device())
+    dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return tuple(float(v) for v in t.cpu().tolist())
+
+
 def _collective_device() -> torch.device:
     if dist.get_backend() == "nccl":  # nccl reduces CUDA tensors only
         return torch.device("cuda", torch.cuda.current_device())
-    return torch.device("cpu")
-
-
-def evaluate_sharded(
-    explainer: Any,
-    classifier: Any,
-    dataset: Dataset,
-    *,
-    batch_size: int = 64,
-    num_workers: int = 0,
-    val_dataset: Dataset | None = None,
-    limit: int | None = None,
-    out: str | Path | None = None,
-    progress: bool = True,
-    **evaluate_kwargs: Any,
-) -> dict[str, Any]:
-    """:func:`masksal.evaluation.evaluate` with the dataset split across the processes.
-
-    Each process explains its shard (:func:`shard_dataset`); the metric accumulators are summed
-    over processes, so every process returns the result of the whole split: exactly the
-    single-process result for the counting metrics (top-1, LE, OM, GT-known / Top-1 Loc,
-    MaxBoxAcc, PxAP), up to float summation order for the averaged ones (F1, SM, deletion /
-    insertion). Rank 0 writes the result to ``out`` (JSON) and shows the progress bar. Timings
-    (``seconds``, ``explain_seconds``) are rank 0's. Without a process group this is plain
-    :func:`~masksal.evaluation.evaluate` over the whole dataset.
-
-    Args:
-        explainer: an :class:`~masksal.explainers.base.Explainer`.
-        classifier: the :class:`~masksal.classifiers.Classifier` the maps explain, on this
-            process's device.
-        dataset: a map-style dataset of sample dicts (images in [0, 1], see
-            :func:`masksal.types.collate`).
-        batch_size: images per forward pass and process.
-        num_workers: DataLoader workers per process.
-        val_dataset: the validation split for MaxBoxAcc's thresholds (sharded the same way).
-        limit: evaluate the first ``limit`` images of each split (of the whole split, not per process).
-        out: a JSON file for the result, written by rank 0 only.
-        progress: progress bar on rank 0.
-        **evaluate_kwargs: ``metrics``, ``metric_options`` of :func:`~masksal.evaluation.evaluate`.
-
-    Returns:
-        The :func:`~masksal.evaluation.evaluate` result of the whole split, on every process.
-    """
-    from masksal.checkpoint import write_json
-    from masksal.evaluation import evaluate
-    from masksal.types import collate
-
-    def loader(ds: Dataset) -> DataLoader:
-        if limit is not None:
-            ds = Subset(ds, range(min(limit, len(ds))))  # type: ignore[arg-type]
-        return DataLoader(shard_dataset(ds), batch_size=batch_size, num_workers=num_workers, collate_fn=collate,
-                          pin_memory=torch.device(_module_device(classifier)).type == "cuda")
-
-    result = evaluate(explainer, classifier, loader(dataset),
-                      val_loader=None if val_dataset is None else loader(val_dataset),
-                      progress=progress and is_main_process(), **evaluate_kwargs)
-    if out is not None and is_main_process():
-        write_json(Path(out), {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in result.items()})
-    barrier()
-    return result
-
-
-def _module_device(module: nn.Module) -> torch.device:
-    for t in module.parameters():
-        return t.device
     return torch.device("cpu")
 
 
@@ -436,7 +314,7 @@ class TapsForward(nn.Module):
         self.classifier = classifier
 
     def forward(self, images: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
-        return self.classifier.forward_with_taps(images)  # type: ignore[no-any-return]
+        return self.classifier.forward_with_taps(images)
 
 
 def wrap_ddp(module: nn.Module, device: torch.device) -> nn.Module:
@@ -451,81 +329,3 @@ def wrap_ddp(module: nn.Module, device: torch.device) -> nn.Module:
 
     ids = [device.index] if device.type == "cuda" else None
     return DistributedDataParallel(module, device_ids=ids, output_device=device.index if ids else None)
-
-
-# --------------------------------------------------------------------------- GPU path
-
-
-@dataclass
-class RunOptions:
-    """How a training run computes, not what it trains (kept out of the experiment config).
-
-    Attributes:
-        amp: automatic mixed precision: ``"auto"`` (bf16 on a GPU that supports it, else fp16
-            with loss scaling; off on CPU), ``"off"``, ``"bf16"`` or ``"fp16"``.
-        compile: ``torch.compile`` the masker, and the classifier where it runs one plain
-            forward per step (``train-classifier``; the masked images in FIX mode). The forward
-            that reads the taps stays eager (a compiled graph would not run their hooks), and so
-            does the classifier in CA / pool mode, whose BatchNorm updates would otherwise break
-            the backward pass of that eager forward.
-        sync_batchnorm: under a process group, BatchNorm statistics over the global batch
-            (:func:`convert_sync_batchnorm`), so the run matches a single-process one.
-    """
-
-    amp: str = "auto"
-    compile: bool = False
-    sync_batchnorm: bool = True
-
-    def __post_init__(self) -> None:
-        if self.amp not in AMP_MODES:
-            raise ValueError(f"amp must be one of {AMP_MODES}, got {self.amp!r}")
-
-
-class MixedPrecision:
-    """Autocast and loss scaling for one device; every method is the identity when it is off.
-
-    Args:
-        mode: one of :data:`AMP_MODES` (see :class:`RunOptions`).
-        device: the training device.
-    """
-
-    def __init__(self, mode: str, device: torch.device) -> None:
-        if mode not in AMP_MODES:
-            raise ValueError(f"amp must be one of {AMP_MODES}, got {mode!r}")
-        self.device_type = device.type
-        self.dtype: torch.dtype | None = None
-        if mode == "bf16" or (mode == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported()):
-            self.dtype = torch.bfloat16
-        elif mode == "fp16" or (mode == "auto" and device.type == "cuda"):
-            self.dtype = torch.float16
-        # fp16 gradients underflow without loss scaling; bf16 has fp32's range and needs none.
-        self.scaler = torch.amp.GradScaler(device.type, enabled=self.dtype == torch.float16)
-
-    @property
-    def name(self) -> str:
-        """``"off"``, ``"bf16"`` or ``"fp16"``."""
-        return {None: "off", torch.bfloat16: "bf16", torch.float16: "fp16"}[self.dtype]
-
-    def autocast(self) -> torch.autocast:
-        """Context manager for forward passes."""
-        return torch.autocast(self.device_type, dtype=self.dtype, enabled=self.dtype is not None)
-
-    def backward(self, loss: Tensor, **kwargs: Any) -> None:
-        """``loss.backward(**kwargs)``, scaled when fp16."""
-        self.scaler.scale(loss).backward(**kwargs)
-
-    def step(self, opt: torch.optim.Optimizer, clip: tuple[Iterable[Tensor], float] | None = None) -> None:
-        """Unscale, optionally clip ``(parameters, max_norm)``, and step (skipped on inf/NaN in fp16)."""
-        if clip is not None:
-            self.scaler.unscale_(opt)
-            torch.nn.utils.clip_grad_norm_(list(clip[0]), clip[1])
-        self.scaler.step(opt)
-
-    def update(self) -> None:
-        """Adjust the loss scale once per iteration, after every optimizer stepped."""
-        self.scaler.update()
-
-
-def compiled(module: nn.Module, enabled: bool) -> Callable[..., Any]:
-    """``torch.compile(module)`` when ``enabled``, else ``module`` (shares its parameters)."""
-    return torch.compile(module) if enabled else module

@@ -11,12 +11,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from masksal.classifiers import Classifier
+from masksal.explainers.base import Explainer, Explanation, Images, prepare_images
 
 UPSAMPLES = ("bilinear", "nearest")
 
@@ -77,14 +80,16 @@ class MaskerNet(nn.Module):
             return F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
         return F.interpolate(logits, size=size, mode="nearest")
 
-    def mask(self, logits: Tensor) -> Tensor:
+    def mask(self, logits: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """Mask in [0, 1] from logits: sigmoid, or a straight-through binary Gumbel-softmax sample
-        while training when ``gumbel`` is on (hard 0/1 values forward, soft gradients backward)."""
+        while training when ``gumbel`` is on (hard 0/1 values forward, soft gradients backward;
+        the noise is drawn from ``generator``, on the logits' device)."""
         if not self.cfg.gumbel:
             return torch.sigmoid(logits)
         if not self.training:
             return (logits > 0).to(logits.dtype)
-        u = torch.rand_like(logits).clamp(1e-6, 1 - 1e-6)
+        u = torch.rand(logits.shape, generator=generator, device=logits.device, dtype=logits.dtype)
+        u = u.clamp(1e-6, 1 - 1e-6)
         soft = torch.sigmoid((logits + torch.log(u) - torch.log1p(-u)) / self.cfg.gumbel_tau)
         hard = (soft > 0.5).to(soft.dtype)
         return hard + soft - soft.detach()
@@ -95,24 +100,35 @@ def _key(tap: str) -> str:
     return tap.replace(".", "__")
 
 
-class Masker(nn.Module):
+class Masker(Explainer, nn.Module):
     """A trained masker with its classifier: the explainer of this library.
 
-    ``explain(images)`` returns the masks for a batch in one forward pass of the classifier and
-    the masker. The masker is class-agnostic (as in the paper): it shows the evidence the
-    classifier uses for its own decision, whatever ``targets`` says.
+    One forward pass of the classifier and the masker gives both the classifier's logits and
+    the masks (:meth:`classify_and_explain`). The masker is class-agnostic (as in the paper): it
+    shows the evidence the classifier uses for its own decision, whatever ``targets`` says.
 
     Args:
-        classifier: the classifier whose taps the masker reads.
+        classifier: the classifier whose taps the masker reads (in CA mode, the copy trained
+            alongside the masker: see ``info["mode"]``).
         net: the masker network.
+        info: what the checkpoint says about the run (``mode``, ``steps``, the fingerprint of
+            the classifier the masker started from...), shown by ``repr`` and the CLI.
+
+    Example:
+        >>> masker = load_masker("runs/demo/masker_ca")       # doctest: +SKIP
+        >>> logits, maps = masker.classify_and_explain(images)  # doctest: +SKIP
     """
 
     name = "masker"
+    class_specific = False
+    classifier: Classifier
 
-    def __init__(self, classifier: Classifier, net: MaskerNet) -> None:
-        super().__init__()
-        self.classifier = classifier
+    def __init__(self, classifier: Classifier | nn.Module, net: MaskerNet,
+                 info: Mapping[str, Any] | None = None) -> None:
+        nn.Module.__init__(self)
+        Explainer.__init__(self, classifier)
         self.net = net
+        self.info: dict[str, Any] = dict(info or {})
 
     def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
         """``(mask logits (B, 1, H, W), classifier logits (B, C))`` for images in [0, 1]."""
@@ -120,17 +136,56 @@ class Masker(nn.Module):
         return self.net(feats, (images.shape[-2], images.shape[-1])), logits
 
     @torch.no_grad()
-    def explain(self, images: Tensor, targets: Tensor | None = None, raw: bool = False) -> Tensor:
-        """Saliency maps ``(B, H, W)`` in [0, 1] for ``images`` ``(B, 3, H, W)`` in [0, 1].
+    def classify_and_explain(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        """Classify and explain in one forward pass: ``(logits (B, C), maps (B, H, W) in [0, 1])``.
 
-        Args:
-            targets: ignored (the masker is class-agnostic); accepted for the Explainer protocol.
-            raw: return the pre-sigmoid logits instead (used by the sanity checks).
+        ``images``: ``(B, 3, H, W)`` float in [0, 1] on the model's device. The cost is one
+        classifier forward plus the small masker (see ``benchmarks/bench_masker.py``).
         """
-        was = self.training
-        self.eval()
-        mask_logits, _ = self(images)
-        self.train(was)
-        if raw:
-            return mask_logits[:, 0]
-        return self.net.mask(mask_logits)[:, 0]
+        with self._eval():
+            mask_logits, logits = self(images)
+            return logits, self.net.mask(mask_logits)[:, 0]
+
+    @torch.no_grad()
+    def mask_logits(self, images: Images) -> Tensor:
+        """Pre-sigmoid maps ``(B, H, W)`` (the sanity checks compare these: a sigmoid saturates)."""
+        x, home, single = prepare_images(images, self.device, dtype=next(self.net.parameters()).dtype)
+        with self._eval():
+            out = self(x)[0][:, 0].to(home)
+        return out[0] if single else out
+
+    def _maps(self, images: Tensor, targets: Tensor | None) -> Explanation:
+        mask_logits, logits = self(images)
+        return Explanation(self.net.mask(mask_logits)[:, 0], logits)
+
+    def modules_to_eval(self) -> list[nn.Module]:
+        return [self.classifier, self.net]
+
+    def save(self, directory: str | Path) -> Path:
+        """Write the masker and its classifier as a checkpoint directory (the format of
+        ``masksal train``: safetensors weights, JSON and YAML, never code), atomically.
+
+        Reload with :func:`masksal.load_masker` (pass ``model=`` for a classifier built from your
+        own module). Returns the directory.
+        """
+        from masksal.checkpoint import save_checkpoint
+        from masksal.config import ExperimentConfig, with_overrides
+
+        cfg = self.info.get("config")
+        if not isinstance(cfg, ExperimentConfig):
+            size = int(self.info.get("image_size", 224))
+            cfg = with_overrides(ExperimentConfig(), {"data.image_size": size, "masker.hidden": self.net.cfg.hidden,
+                                                      "masker.upsample": self.net.cfg.upsample,
+                                                      "masker.gumbel": self.net.cfg.gumbel,
+                                                      "masker.gumbel_tau": self.net.cfg.gumbel_tau})
+        run: dict[str, Any] = {k: self.info[k] for k in ("mode", "origin_fingerprint") if k in self.info}
+        save_checkpoint(directory, kind="masker", step=int(self.info.get("steps", 0)), cfg=cfg,
+                        classifier=self.classifier, masker=self.net, classes=list(self.info.get("classes", [])),
+                        run=run)
+        return Path(directory)
+
+    def options(self) -> dict[str, Any]:
+        return {"taps": list(self.net.taps), **{k: self.info[k] for k in ("mode", "steps", "checkpoint")
+                                                if k in self.info}}
+
+    __repr__ = Explainer.__repr__

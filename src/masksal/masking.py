@@ -20,7 +20,8 @@ from torchvision.transforms.functional import gaussian_blur
 INFILLS = ("mean", "zero", "image_mean", "blur", "noise")
 
 
-def infill(images: Tensor, kind: str, mean: Tensor, std: Tensor, blur_sigma: float | None = None) -> Tensor:
+def infill(images: Tensor, kind: str, mean: Tensor, std: Tensor, blur_sigma: float | None = None,
+           generator: torch.Generator | None = None) -> Tensor:
     """The fill image ``G`` for ``images`` ``(B, 3, H, W)`` in [0, 1].
 
     Args:
@@ -30,6 +31,7 @@ def infill(images: Tensor, kind: str, mean: Tensor, std: Tensor, blur_sigma: flo
             ``"noise"`` (Gaussian noise with the normalization's mean and std, clipped to [0, 1]).
         mean, std: ``(1, 3, 1, 1)`` normalization statistics of the classifier.
         blur_sigma: blur sigma in pixels; default ``20 * H / 224``.
+        generator: where the noise infill draws from (on the images' device).
     """
     if kind == "mean":
         return mean.expand_as(images)
@@ -43,7 +45,8 @@ def infill(images: Tensor, kind: str, mean: Tensor, std: Tensor, blur_sigma: flo
         k = min(2 * math.ceil(3 * sigma) + 1, 2 * (min(images.shape[-2:]) // 2) - 1)
         return gaussian_blur(images, kernel_size=[k, k], sigma=[sigma, sigma])
     if kind == "noise":
-        return (mean + std * torch.randn_like(images)).clamp(0, 1)
+        noise = torch.randn(images.shape, generator=generator, device=images.device, dtype=images.dtype)
+        return (mean + std * noise).clamp(0, 1)
     raise ValueError(f"unknown infill {kind!r}; choose one of {', '.join(INFILLS)}")
 
 

@@ -33,6 +33,9 @@ class ObjectiveConfig:
             classified correctly), ``"l1"`` (plain ``area_l1_weight * mean(m)``), or ``"none"``.
         tv_weight: total variation weight; TV is the per-image sum of squared neighbour
             differences plus ``tv_border`` times the squared border pixels, averaged over the batch.
+        infill: what replaces the removed pixels of the masked-in and masked-out images
+            (:data:`masksal.masking.INFILLS`; ``"mean"``, the normalization mean colour, is the
+            paper's masking in normalized space).
     """
 
     masked_in: bool = True
@@ -45,8 +48,13 @@ class ObjectiveConfig:
     area_l1_weight: float = 1.0
     tv_weight: float = 0.01
     tv_border: float = 0.3
+    infill: str = "mean"
 
     def __post_init__(self) -> None:
+        from masksal.masking import INFILLS
+
+        if self.infill not in INFILLS:
+            raise ValueError(f"objectives.infill must be one of {INFILLS}, got {self.infill!r}")
         if self.masked_out not in MASKED_OUT_KINDS:
             raise ValueError(f"objectives.masked_out must be one of {MASKED_OUT_KINDS}, got {self.masked_out!r}")
         if self.area not in AREA_KINDS:

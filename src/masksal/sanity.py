@@ -36,7 +36,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from scipy.stats import pearsonr, spearmanr
 from torch import Tensor, nn
 from tqdm.auto import tqdm
@@ -44,7 +43,7 @@ from tqdm.auto import tqdm
 from masksal.classifiers import Classifier
 from masksal.config import ExperimentConfig
 from masksal.masker import Masker, MaskerNet
-from masksal.types import Batch, collate
+from masksal.types import Batch
 
 SIMILARITIES = ("spearman", "spearman_abs", "ssim", "hog")
 """Names of the similarity scores, in report order."""
@@ -120,7 +119,7 @@ def cascading_randomization(model: nn.Module, units: Sequence[str] | None = None
 
     Example:
         >>> for unit in cascading_randomization(clf.model):      # doctest: +SKIP
-        ...     maps = masker.explain(images, raw=True)            # top units random
+        ...     maps = masker.mask_logits(images)            # top units random
     """
     names = list(units) if units is not None else parameterized_units(model, depth)
     original = _snapshot(model)
@@ -248,75 +247,26 @@ def map_similarities(reference: np.ndarray | Tensor, other: np.ndarray | Tensor,
 # Small in-memory training loops (retraining after randomization, data randomization)
 # ---------------------------------------------------------------------------------------------
 
-def _batches(images: Tensor, labels: Tensor, batch_size: int, steps: int, seed: int) -> Iterator[tuple[Tensor, Tensor]]:
-    g = torch.Generator().manual_seed(seed)
-    n = len(images)
-    perm = torch.randperm(n, generator=g)
-    pos = 0
-    for _ in range(steps):
-        if pos + batch_size > n:
-            perm, pos = torch.randperm(n, generator=g), 0
-        idx = perm[pos:pos + batch_size] if batch_size <= n else torch.arange(batch_size) % n
-        pos += batch_size
-        yield images[idx], labels[idx]
+def _fit_masker(cfg: ExperimentConfig, classifier: Classifier, images: Tensor, labels: Tensor, steps: int,
+                batch_size: int, seed: int, progress: bool, net: MaskerNet | None = None, **options: Any) -> Masker:
+    """A FIX masker for ``classifier`` with the objectives and optimizer settings of ``cfg``."""
+    from dataclasses import asdict
+
+    from masksal.training import fit_masker
+
+    tr = cfg.masker_train
+    return fit_masker(classifier, _pairs_dataset(images, labels), mode="fix", steps=steps, batch_size=batch_size,
+                      seed=seed, progress=progress, net=net, masker_lr=tr.masker_lr,
+                      masker_weight_decay=tr.masker_weight_decay, grad_clip=tr.grad_clip,
+                      log_every=max(1, steps), **asdict(cfg.objectives), **options)
 
 
-def fit_classifier(classifier: Classifier, images: Tensor, labels: Tensor, epochs: int, batch_size: int = 128,
-                   lr: float = 0.2, seed: int = 0, progress: bool = False, desc: str = "classifier") -> float:
-    """Train ``classifier`` in place (SGD + one-cycle, as ``masksal train-classifier``).
+def _pairs_dataset(images: Tensor, labels: Tensor) -> Any:
+    from torch.utils.data import TensorDataset
 
-    Args:
-        images: ``(N, 3, H, W)`` in [0, 1]; labels: ``(N,)`` (shuffled for data randomization).
+    from masksal.training.data import as_training_dataset
 
-    Returns:
-        Training accuracy (%) over the last epoch's batches.
-    """
-    torch.manual_seed(seed)
-    steps = epochs * max(1, len(images) // batch_size)
-    opt = torch.optim.SGD(classifier.parameters(), lr=lr, momentum=0.9, weight_decay=5e-4, nesterov=True)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.25)
-    classifier.train().requires_grad_(True)
-    per_epoch = max(1, len(images) // batch_size)
-    correct = seen = 0
-    for step, (x, y) in enumerate(tqdm(_batches(images, labels, batch_size, steps, seed), total=steps, desc=desc,
-                                       disable=not progress, leave=False, dynamic_ncols=True)):
-        logits = classifier(x)
-        loss = F.cross_entropy(logits, y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        if step >= steps - per_epoch:
-            correct += int((logits.argmax(1) == y).sum())
-            seen += len(y)
-    classifier.eval()
-    return 100.0 * correct / max(1, seen)
-
-
-def fit_masker(cfg: ExperimentConfig, classifier: Classifier, net: MaskerNet, images: Tensor, labels: Tensor,
-               steps: int, batch_size: int = 32, seed: int = 0, progress: bool = False, desc: str = "masker") -> None:
-    """Train ``net`` in place for ``steps`` FIX-mode steps against a frozen ``classifier``.
-
-    Uses the objectives, infill and optimizer settings of ``cfg`` (the masker's own config).
-    """
-    # The training loop's own step, so retraining here follows exactly the recipe of `masksal train`.
-    from masksal.training import fix_masker_step
-
-    if steps <= 0:
-        return
-    opt = torch.optim.Adam(net.parameters(), lr=cfg.train.masker_lr, weight_decay=cfg.train.masker_weight_decay)
-    was = [p.requires_grad for p in classifier.parameters()]
-    classifier.requires_grad_(False)
-    try:
-        for step, (x, y) in enumerate(tqdm(_batches(images, labels, batch_size, steps, seed), total=steps, desc=desc,
-                                           disable=not progress, leave=False, dynamic_ncols=True)):
-            torch.manual_seed(seed * 1_000_003 + step)
-            b = Batch(images=x, labels=y, boxes=[torch.zeros(0, 4)] * len(y))
-            fix_masker_step(cfg, classifier, net, b, opt)
-    finally:
-        for p, r in zip(classifier.parameters(), was, strict=True):
-            p.requires_grad_(r)
-    net.eval()
+    return as_training_dataset(TensorDataset(images, labels), None)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -344,27 +294,13 @@ class SanityBudget:
     batch_size: int = 32
 
 
-def load_split(cfg: ExperimentConfig, split: str, n: int) -> Batch:
-    """The first ``n`` images of ``split`` of the dataset of ``cfg`` as one :class:`Batch` (in memory)."""
-    from masksal.training import build_dataset
-
-    c = copy.deepcopy(cfg)
-    if split == "test":
-        c.data.n_test = n
-    else:
-        c.data.n_train = n
-        c.data.examples_per_class = None
-    ds = build_dataset(c, split)
-    return collate([ds[i] for i in range(min(n, len(ds)))])  # type: ignore[arg-type]
-
-
 def _explainers(masker: Masker, methods: Sequence[str]) -> dict[str, Callable[[Tensor, Tensor], Tensor]]:
     from masksal.explainers import create_explainer
 
     out: dict[str, Callable[[Tensor, Tensor], Tensor]] = {}
     for m in methods:
         if m == "masker":
-            out[m] = lambda x, _y: masker.explain(x, raw=True)
+            out[m] = lambda x, _y: masker.mask_logits(x)
         else:
             e = create_explainer(m, masker.classifier)
             out[m] = lambda x, y, e=e: e.explain(x, y)  # type: ignore[misc]
@@ -394,7 +330,7 @@ def run_sanity_checks(
     methods: Sequence[str] = METHODS,
     data_randomization: bool = True,
     seed: int = 0,
-    device: str = "cpu",
+    device: str = "auto",
     progress: bool = True,
     log: Callable[[str], Any] = print,
 ) -> dict[str, Any]:
@@ -415,22 +351,26 @@ def run_sanity_checks(
         "independent": ..., "data_randomization": {...} or None, "units": [...], "budget": {...}}``.
     """
     from masksal.checkpoint import load_config_of, load_masker
+    from masksal.devices import resolve_device
+    from masksal.report.sanity_page import sanity_markdown, write_sanity_report
+    from masksal.training.data import load_batch
 
     b = budget or SanityBudget()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
-    masker = load_masker(checkpoint, device=device)
+    dev = resolve_device(device)
+    masker = load_masker(checkpoint, device=dev)
     cfg = load_config_of(checkpoint)
     clf = masker.classifier
     clf.requires_grad_(False)
-    test = load_split(cfg, "test", b.n_images).to(device)
+    test = load_batch(cfg, "test", b.n_images).to(dev)
     fns = _explainers(masker, methods)
     reference = _maps(fns, test.images, test.labels)
     units = parameterized_units(clf.model)
     train: Batch | None = None
     if b.retrain_steps > 0 or data_randomization:
-        train = load_split(cfg, "train", b.retrain_images).to(device)
+        train = load_batch(cfg, "train", b.retrain_images)
     results: dict[str, Any] = {"checkpoint": str(checkpoint), "units": units, "methods": list(methods),
                                "budget": asdict(b), "seed": seed}
     examples: dict[str, dict[str, dict[str, np.ndarray]]] = {}
@@ -444,15 +384,14 @@ def run_sanity_checks(
             rows[unit] = {m: map_similarities(reference[m], maps[m], _abs_centre(m)) for m in methods}
             examples[kind][unit] = {m: maps[m][:4] for m in methods}
             if b.retrain_steps > 0 and "masker" in methods and train is not None:
-                net = copy.deepcopy(masker.net)
-                fit_masker(cfg, clf, net, train.images, train.labels, b.retrain_steps, b.batch_size, seed)
-                retrained = Masker(clf, net).eval().explain(test.images, raw=True).cpu().numpy()
+                retrained = _fit_masker(cfg, clf, train.images, train.labels, b.retrain_steps, b.batch_size, seed,
+                                        False, net=copy.deepcopy(masker.net)).mask_logits(test.images).cpu().numpy()
                 rows[unit]["masker_retrained"] = map_similarities(reference["masker"], retrained, 0.5)
         results[kind] = rows
     results["data_randomization"] = None
     if data_randomization and train is not None:
         results["data_randomization"] = _data_randomization(cfg, masker, methods, train, test, reference, b, seed,
-                                                            device, progress, log)
+                                                            dev, progress, log)
     results["seconds"] = time.time() - t0
     (out / "results.json").write_text(json.dumps(results, indent=2))
     (out / "report.md").write_text(sanity_markdown(results))
@@ -462,7 +401,8 @@ def run_sanity_checks(
 
 
 def _data_randomization(cfg: ExperimentConfig, masker: Masker, methods: Sequence[str], train: Batch, test: Batch,
-                        reference: dict[str, np.ndarray], b: SanityBudget, seed: int, device: str, progress: bool,
+                        reference: dict[str, np.ndarray], b: SanityBudget, seed: int, device: torch.device,
+                        progress: bool,
                         log: Callable[[str], Any]) -> dict[str, Any]:
     """Classifiers (and maskers) trained on true and on shuffled labels, with the same small budget.
 
@@ -470,6 +410,7 @@ def _data_randomization(cfg: ExperimentConfig, masker: Masker, methods: Sequence
     at all, so the shuffled-label numbers are read against it, not against 1.
     """
     from masksal.classifiers import classifier_from_spec
+    from masksal.training import accuracy, fit_classifier
 
     g = torch.Generator().manual_seed(seed + 17)
     shuffled = train.labels[torch.randperm(len(train.labels), generator=g).to(train.labels.device)]
@@ -477,131 +418,18 @@ def _data_randomization(cfg: ExperimentConfig, masker: Masker, methods: Sequence
     for name, labels in (("true_labels", train.labels), ("shuffled_labels", shuffled)):
         log(f"data randomization: classifier on {name.replace('_', ' ')} ({len(labels)} images, "
             f"{b.data_epochs} epochs)")
-        torch.manual_seed(seed)
-        clf = classifier_from_spec(masker.classifier.spec).to(device)
-        train_acc = fit_classifier(clf, train.images, labels, b.data_epochs, seed=seed, progress=progress,
-                                   desc=f"classifier ({name})")
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            clf = classifier_from_spec(masker.classifier.spec).to(device)
+        data = _pairs_dataset(train.images, labels)
+        fit_classifier(clf, data, epochs=b.data_epochs, seed=seed, progress=progress)
+        train_acc = accuracy(clf, data, limit=2000)
         with torch.no_grad():
             test_acc = 100.0 * float((clf(test.images).argmax(1) == test.labels).float().mean())
-        shapes = clf.tap_shapes(test.images.shape[-1])
-        net = MaskerNet({t: shapes[t][0] for t in clf.taps}, copy.deepcopy(masker.net.cfg)).to(device)
         clf.requires_grad_(False)
-        fit_masker(cfg, clf, net, train.images, labels, b.data_masker_steps, b.batch_size, seed, progress,
-                   desc=f"masker ({name})")
-        m = Masker(clf, net).eval()
+        m = _fit_masker(cfg, clf, train.images, labels, b.data_masker_steps, b.batch_size, seed, progress,
+                        hidden=masker.net.cfg.hidden, upsample=masker.net.cfg.upsample)
         maps = _maps(_explainers(m, methods), test.images, test.labels)
         out[name] = {"train_accuracy": train_acc, "test_accuracy": test_acc,
                      "similarity": {k: map_similarities(reference[k], maps[k], _abs_centre(k)) for k in methods}}
     return out
-
-
-# ---------------------------------------------------------------------------------------------
-# Report
-# ---------------------------------------------------------------------------------------------
-
-_LABELS = {"spearman": "Spearman", "spearman_abs": "Spearman (abs)", "ssim": "SSIM", "hog": "HOG (Pearson)"}
-
-
-def plot_randomization(results: dict[str, Any], kind: str) -> np.ndarray:
-    """One panel per similarity score: score against the randomized unit, one line per method."""
-    from masksal.report.plots import figure_to_array, plt
-
-    rows: dict[str, Any] = results[kind]
-    units = list(rows)
-    methods = [m for m in rows[units[0]]] if units else []
-    fig, axes = plt.subplots(1, len(SIMILARITIES), figsize=(4.2 * len(SIMILARITIES), 3.8), dpi=90, sharey=True)
-    x = np.arange(len(units) + 1)
-    for ax, score in zip(axes, SIMILARITIES, strict=True):
-        for method in methods:
-            ys = [1.0] + [rows[u][method][score] for u in units]
-            ax.plot(x, ys, marker="o", ms=3, label=method.replace("_", " "))
-        ax.axhline(0, color="grey", lw=0.7)
-        ax.set_xticks(x, ["original", *units], rotation=60, ha="right", fontsize=7)
-        ax.set_title(_LABELS[score])
-        ax.set_ylim(-0.4, 1.05)
-    axes[0].set_ylabel("similarity to the original maps")
-    axes[0].legend(fontsize=7)
-    fig.suptitle(f"{kind} randomization (top unit first)", fontsize=10)
-    fig.tight_layout()
-    return figure_to_array(fig)
-
-
-def sanity_markdown(results: dict[str, Any], score: str = "spearman") -> str:
-    """The numbers of the report as Markdown: one table per randomization (methods x units, in the
-    order the units were randomized) and the data randomization table."""
-    from masksal.report import markdown_table
-
-    def cell(v: float) -> str:
-        return f"{v:.2f}"
-
-    b = results["budget"]
-    parts = ["# Sanity checks (Adebayo et al. 2018)", "",
-             f"Checkpoint {results['checkpoint']}, {b['n_images']} test images. {_LABELS[score]} similarity between "
-             "the maps of the original and of the randomized classifier (1 = unchanged, about 0 = unrelated).", ""]
-    for kind, order in (("cascading", "cumulatively, from the top"), ("independent", "one unit at a time")):
-        rows = results.get(kind) or {}
-        if not rows:
-            continue
-        units = list(rows)
-        methods = list(rows[units[0]])
-        parts += [f"## {kind.capitalize()} randomization ({order})", "",
-                  markdown_table(["method", *units], [[m, *[cell(rows[u][m][score]) for u in units]] for m in methods])]
-    dr = results.get("data_randomization")
-    if dr:
-        methods = list(dr["true_labels"]["similarity"])
-        parts += ["## Data randomization", "",
-                  "Classifiers trained with the same small budget on true labels (the control) and on shuffled "
-                  "labels; read the shuffled row against the control, not against 1.", "",
-                  markdown_table(["labels", "train acc (%)", "test acc (%)", *methods],
-                                 [[name.replace("_", " "), f"{d['train_accuracy']:.1f}", f"{d['test_accuracy']:.1f}",
-                                   *[cell(d["similarity"][m][score]) for m in methods]] for name, d in dr.items()])]
-    return "\n".join(parts)
-
-
-def write_sanity_report(out: Path, results: dict[str, Any], test: Batch, reference: dict[str, np.ndarray],
-                        examples: dict[str, dict[str, dict[str, np.ndarray]]]) -> Path:
-    """``report.html``: plots and tables of the similarity scores, and example maps per unit."""
-    from masksal.report import Report, colorize, upscale
-
-    rep = Report("Sanity checks (Adebayo et al. 2018) of the masker")
-    b = results["budget"]
-    rep.paragraph(f"Checkpoint {results['checkpoint']}. {b['n_images']} test images. Similarity between the maps of "
-                  "the original classifier and of the randomized one: 1 = unchanged, about 0 = unrelated. A method "
-                  "that explains the model should fall toward 0 as more of the model is randomized. Masker maps "
-                  "are compared before the sigmoid; Grad-CAM and gradients are computed for the true class.")
-    if b["retrain_steps"]:
-        rep.paragraph(f"'masker retrained': the masker further trained for {b['retrain_steps']} steps on each "
-                      "randomized classifier before its maps are taken.", note=True)
-    else:
-        rep.paragraph("The masker is not retrained here (use --retrain): its maps are re-derived from the randomized "
-                      "classifier's features only. A masker reading layer3/layer4 cannot change while only fc is "
-                      "random.", note=True)
-    for kind in ("cascading", "independent"):
-        rows = results[kind]
-        rep.heading(f"{kind.capitalize()} randomization")
-        rep.image(plot_randomization(results, kind), f"{kind}: similarity against the randomized unit", width_px=1100)
-        methods = list(next(iter(rows.values())))
-        rep.table(["unit", *[f"{m} {_LABELS[s]}" for m in methods for s in ("spearman", "ssim")]],
-                  [[u, *[float(rows[u][m][s]) for m in methods for s in ("spearman", "ssim")]] for u in rows])
-        cells = []
-        img = test.images[0].permute(1, 2, 0).cpu().numpy()
-        ms = [m for m in reference]
-        cells.append((upscale((img * 255).astype(np.uint8), 2), "image 0"))
-        cells += [(upscale(colorize(reference[m][0]), 2), f"{m}: original") for m in ms]
-        for u, maps in examples[kind].items():
-            cells.append((upscale((img * 255).astype(np.uint8), 2), u))
-            cells += [(upscale(colorize(maps[m][0]), 2), f"{m}: {u}") for m in ms]
-        rep.grid(cells, columns=1 + len(ms), cell_px=110)
-    dr = results.get("data_randomization")
-    if dr:
-        rep.heading("Data randomization")
-        rep.paragraph("Two classifiers of the same architecture trained with the same small budget, one on the true "
-                      "labels (control) and one on shuffled labels, each with a masker trained for it; their maps are "
-                      "compared with the original model's. Read the shuffled-label row against the control, not "
-                      "against 1.")
-        rep.table(["labels", "train acc (%)", "test acc (%)",
-                   *[f"{m} {_LABELS[s]}" for m in dr["true_labels"]["similarity"] for s in ("spearman", "ssim")]],
-                  [[name.replace("_", " "), float(d["train_accuracy"]), float(d["test_accuracy"]),
-                    *[float(d["similarity"][m][s]) for m in d["similarity"] for s in ("spearman", "ssim")]]
-                   for name, d in dr.items()])
-    return rep.write(out / "report.html")

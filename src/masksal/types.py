@@ -33,6 +33,9 @@ class Batch:
             ``K_i = 0`` when the dataset has no boxes.
         masks: ``(B, H, W)`` uint8 (1 object, 0 background, 255 ignore) or ``None``.
         ids: one identifier per image (file name or index).
+        skipped: one line per sample of this batch that could not be read and was left out
+            (``"<path>: <reason>"``); count them with ``len(batch.skipped)``. A batch whose
+            samples were all bad has ``len(batch) == 0``: skip it, but keep its messages.
     """
 
     images: Tensor
@@ -40,6 +43,7 @@ class Batch:
     boxes: list[Tensor]
     masks: Tensor | None = None
     ids: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
@@ -51,21 +55,30 @@ class Batch:
             boxes=[b.to(device) for b in self.boxes],
             masks=None if self.masks is None else self.masks.to(device),
             ids=list(self.ids),
+            skipped=list(self.skipped),
         )
 
 
 def collate(samples: list[dict[str, Any]]) -> Batch:
-    """Collate dataset samples into a :class:`Batch`.
+    """Collate dataset samples into a :class:`Batch`, leaving out the samples that failed.
 
     Each sample is a dict with ``image`` (3, H, W) float, ``label`` int, ``boxes`` (K, 4)
-    float, optional ``mask`` (H, W) uint8 and optional ``id`` str.
+    float, optional ``mask`` (H, W) uint8 and optional ``id`` str; or an *error sample*
+    ``{"error": "<path>: <reason>", "id": str}`` for a file that could not be read, which is
+    left out of the batch and whose message goes to ``Batch.skipped``. When every sample failed
+    the batch is empty: ``images`` ``(0, 3, 0, 0)``, no labels, boxes or ids.
     """
-    images = torch.stack([s["image"] for s in samples])
-    labels = torch.as_tensor([int(s["label"]) for s in samples], dtype=torch.long)
+    skipped = [" ".join(str(s["error"]).split()) for s in samples if "error" in s]
+    good = [s for s in samples if "error" not in s]
+    if not good:
+        return Batch(images=torch.zeros(0, 3, 0, 0), labels=torch.zeros(0, dtype=torch.long), boxes=[],
+                     skipped=skipped)
+    images = torch.stack([s["image"] for s in good])
+    labels = torch.as_tensor([int(s["label"]) for s in good], dtype=torch.long)
     boxes = [torch.as_tensor(s.get("boxes", torch.zeros(0, 4)), dtype=torch.float32).reshape(-1, 4)
-             for s in samples]
+             for s in good]
     masks = None
-    if all(s.get("mask") is not None for s in samples):
-        masks = torch.stack([torch.as_tensor(s["mask"], dtype=torch.uint8) for s in samples])
-    ids = [str(s.get("id", i)) for i, s in enumerate(samples)]
-    return Batch(images=images, labels=labels, boxes=boxes, masks=masks, ids=ids)
+    if all(s.get("mask") is not None for s in good):
+        masks = torch.stack([torch.as_tensor(s["mask"], dtype=torch.uint8) for s in good])
+    ids = [str(s.get("id", i)) for i, s in enumerate(good)]
+    return Batch(images=images, labels=labels, boxes=boxes, masks=masks, ids=ids, skipped=skipped)

@@ -52,8 +52,6 @@ Example:
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -63,6 +61,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from masksal.data.cache import load_npz, save_npz_atomic
 from masksal.data.sources import (
     ANIMAL_NAMES,
     DIGIT_NAMES,
@@ -313,16 +312,7 @@ def generate(
     return out
 
 
-def _atomic_save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)  # type: ignore[arg-type]
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+_CACHE_KEYS = ("images", "labels", "boxes", "masks", "indices")
 
 
 class BenchmarkDataset(Dataset[dict[str, Any]]):
@@ -342,7 +332,8 @@ class BenchmarkDataset(Dataset[dict[str, Any]]):
         examples_per_class: if given, keep exactly this many samples of each class: the first
             ones in generator order (``len = examples_per_class * num_classes``).
         cache_dir: if given, the arrays are cached there as ``.npz``, keyed by all the
-            parameters and the generator version, and reused by later constructions.
+            parameters and the generator version, and reused by later constructions; a
+            truncated or corrupt cache file is regenerated (and atomically replaced).
         max_distractors: each image gets 1 to this many distractors (0: none).
         start: generator index of the first sample (``start .. start + n - 1``): another
             ``start`` gives other images drawn from the same split's source objects.
@@ -351,6 +342,7 @@ class BenchmarkDataset(Dataset[dict[str, Any]]):
         classes: class names in label order; ``num_classes`` their number.
         images ``(N, H, W, 3)`` uint8, labels ``(N,)`` int64, boxes ``(N, 4)`` float32,
         masks ``(N, H, W)`` uint8, indices ``(N,)`` int64 (generator index of each sample).
+        cache_rebuilt: one line saying why the cache file was regenerated, or ``None``.
     """
 
     def __init__(
@@ -385,15 +377,16 @@ class BenchmarkDataset(Dataset[dict[str, Any]]):
 
         arrays: dict[str, np.ndarray] | None = None
         cache_path: Path | None = None
+        # Why the cache file was rebuilt (truncated, corrupt, wrong contents), or None.
+        self.cache_rebuilt: str | None = None
         if cache_dir is not None:
             cache_path = Path(cache_dir) / f"benchmark-{self._cache_key(n)}.npz"
             if cache_path.is_file():
-                with np.load(cache_path) as f:
-                    arrays = {k: f[k] for k in f.files}
+                arrays, self.cache_rebuilt = load_npz(cache_path, _CACHE_KEYS, self.n, (self.size, self.size, 3))
         if arrays is None:
             arrays = self._build(n)
             if cache_path is not None:
-                _atomic_save_npz(cache_path, arrays)
+                save_npz_atomic(cache_path, arrays)
         self.images: np.ndarray = arrays["images"]
         self.labels: np.ndarray = arrays["labels"]
         self.boxes: np.ndarray = arrays["boxes"]

@@ -1,7 +1,7 @@
 """Write any masksal dataset in the metadata layout of clovaai/wsolevaluation.
 
 Other WSOL tools read that layout, so a dataset exported here (the built-in benchmark in
-particular) can be scored by them, and read back by :class:`~masksal.data.adapters.WSOLDataset`.
+particular) can be scored by them, and read back by :class:`~masksal.data.wsol.WSOLDataset`.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ class WSOLExport:
 
     @property
     def spec(self) -> str:
-        """The :func:`~masksal.data.adapters.load_dataset` spec that reads the export back."""
+        """The :func:`~masksal.data.load_dataset` spec that reads the export back."""
         return f"wsol:{self.metadata_dir}:{self.image_root}"
 
 

@@ -176,6 +176,26 @@ class ResizeCrop:
         out = out[g.top : g.top + g.out_h, g.left : g.left + g.out_w]
         return torch.from_numpy(np.array(out, dtype=np.uint8)).permute(2, 0, 1).float().div_(255.0)
 
+    def float_image(self, image: Tensor) -> Tensor:
+        """Transform a float image tensor (no round trip through uint8).
+
+        Same geometry as :meth:`image`; the resize is torchvision's antialiased bilinear resize
+        of tensors, which matches PIL's to within rounding.
+
+        Args:
+            image: ``(3, H, W)`` float in [0, 1].
+
+        Returns:
+            ``(3, S, S)`` float32 in [0, 1] (``(3, H, W)`` for ``mode="none"``).
+        """
+        from torchvision.transforms.v2 import functional as tvf
+
+        g = self.geometry(int(image.shape[-2]), int(image.shape[-1]))
+        out = image.float()
+        if (g.resized_h, g.resized_w) != (g.in_h, g.in_w):
+            out = tvf.resize(out, [g.resized_h, g.resized_w], antialias=True)
+        return out[:, g.top : g.top + g.out_h, g.left : g.left + g.out_w].clamp(0.0, 1.0).contiguous()
+
     def mask(self, mask: np.ndarray) -> Tensor:
         """Transform a mask with nearest-neighbour sampling at pixel centres.
 

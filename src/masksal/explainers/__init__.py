@@ -1,10 +1,12 @@
-"""Saliency methods behind one protocol, :class:`Explainer`: ``explain(images, targets) -> maps``.
+"""Saliency methods behind one base class, :class:`Explainer`: ``explain(images, targets) -> maps``.
 
-Build one by name with :func:`create_explainer` (``"gradcam"``, ``"rise"``, ``"ep"``...) or use
-the classes directly; every class is built with the classifier and its settings.
+Build one by name with :func:`create_explainer` (``"gradcam"``, ``"rise"``, ``"ep"``, ``"masker"``...)
+or use the classes directly; every class is built with the classifier (a masksal ``Classifier`` or
+any ``nn.Module``) and its settings, and ``explain_with_logits`` hands back the classifier's logits
+with the maps.
 """
 
-from masksal.explainers.base import Explainer
+from masksal.explainers.base import Explainer, Explanation
 from masksal.explainers.baselines import CentreBaseline, RandomBaseline
 from masksal.explainers.extremal_perturbation import ExtremalPerturbation, SmoothMaxMask
 from masksal.explainers.gradcam import GradCAM, PytorchGradCamExplainer
@@ -24,6 +26,7 @@ __all__ = [
     "CentreBaseline",
     "Explainer",
     "ExplainerFactory",
+    "Explanation",
     "ExtremalPerturbation",
     "GradCAM",
     "GuidedBackprop",

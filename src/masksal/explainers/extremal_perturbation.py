@@ -8,11 +8,12 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
 from masksal.classifiers import Classifier
-from masksal.explainers._common import at_resolution, check_images, eval_mode, gaussian_blur, resolve_targets
+from masksal.explainers._common import at_resolution, gaussian_blur
+from masksal.explainers.base import Explainer, Explanation
 
 
 class SmoothMaxMask:
@@ -29,9 +30,9 @@ class SmoothMaxMask:
     the optimization treats them differently, outside the image.
 
     The kernel weight of neighbour ``k`` at a pixel depends only on the pixel's place in its cell,
-    so the weights are one ``(K, step, step)`` table, and the pooling runs one place in the cell at
-    a time over all cells (:class:`_SmoothMaxPool`): small temporaries that stay in cache, and an
-    analytic backward pass instead of autograd through every intermediate.
+    so the weights are one ``(K, step, step)`` table, and the pooling runs a few places of the cell
+    at a time over all cells (:class:`_SmoothMaxPool`): small temporaries that stay in cache, and
+    an analytic backward pass instead of autograd through every intermediate.
 
     Args:
         height, width: image size in pixels.
@@ -163,7 +164,7 @@ def _smooth_max_mask_reference(generator: SmoothMaxMask, params: Tensor) -> Tens
     return mask.clamp(0, 1)
 
 
-class ExtremalPerturbation:
+class ExtremalPerturbation(Explainer):
     """Extremal Perturbation (preservation game), optimized for all images of a batch at once.
 
     Fong, Patrick & Vedaldi, "Understanding Deep Networks via Extremal Perturbations and Smooth
@@ -189,8 +190,11 @@ class ExtremalPerturbation:
     Each image's loss depends only on its own masks and SGD is elementwise, so an image's map
     does not depend on its batch.
 
+    Maps are ``(B, H, W)`` float32 in [0, 1] (mean over ``areas`` of the preserving masks). The
+    classifier's ``.grad`` fields stay untouched (gradients are taken with ``torch.autograd.grad``).
+
     Args:
-        classifier: the model to explain.
+        classifier: the model to explain (a ``Classifier`` or an ``nn.Module``).
         areas: target area fraction, or several (their masks are averaged).
         iterations: optimization steps.
         step: mask grid pitch in pixels (default 7 at 224 px).
@@ -206,13 +210,21 @@ class ExtremalPerturbation:
             invariant to flips, such as the built-in benchmark's digits: there it drives the
             optimization toward a mirrored object half of the time (on 16 test images of the
             demo's classifier, LE 93.8 with it and 68.8 without).
+
+    Example:
+        >>> import torch, torchvision
+        >>> ep = ExtremalPerturbation(torchvision.models.resnet18(num_classes=3), areas=[0.1, 0.2], iterations=4)
+        >>> ep.explain(torch.rand(1, 3, 32, 32)).shape
+        torch.Size([1, 32, 32])
     """
 
     name = "extremal_perturbation"
+    needs_grad = True
+    classifier: Classifier
 
     def __init__(
         self,
-        classifier: Classifier,
+        classifier: Classifier | nn.Module,
         areas: float | Sequence[float] = 0.1,
         iterations: int = 800,
         step: int | None = None,
@@ -230,7 +242,7 @@ class ExtremalPerturbation:
             raise ValueError(f"areas must be fractions in (0, 1], got {areas!r}")
         if iterations < 0 or num_levels < 2:
             raise ValueError("iterations must be >= 0 and num_levels >= 2")
-        self.classifier = classifier
+        super().__init__(classifier)
         self.iterations = iterations
         self.step = step
         self.sigma = sigma
@@ -273,20 +285,11 @@ class ExtremalPerturbation:
         y1 = torch.gather(source, 2, index + 1)[:, :, 0]
         return y0 + frac * (y1 - y0)
 
-    def explain(self, images: Tensor, targets: Tensor | None = None) -> Tensor:
-        """Extremal Perturbation maps.
-
-        Args:
-            images: ``(B, 3, H, W)`` float in [0, 1].
-            targets: ``(B,)`` int64 classes, or ``None`` for the top-1 class.
-
-        Returns:
-            ``(B, H, W)`` float32 maps in [0, 1] (mean over ``areas`` of the preserving masks),
-            on the images' device.
-        """
-        check_images(images)
+    def _maps(self, images: Tensor, targets: Tensor | None) -> Explanation:
         b, _, h, w = images.shape
         n_areas = len(self.areas)
+        t, logits = self.resolve_targets(images, targets)
+        t = t.repeat_interleave(n_areas)
         generator = self.mask_generator(h, w, images.device)
         params = torch.ones(b, n_areas, *generator.grid_shape, device=images.device, requires_grad=True)
         opt = torch.optim.SGD([params], lr=self.lr, momentum=self.momentum, dampening=self.momentum)
@@ -295,26 +298,24 @@ class ExtremalPerturbation:
         for i, a in enumerate(self.areas):
             reference[i, h * w - round(a * h * w):] = 1
         weight = self.area_weight
-        with eval_mode(self.classifier), torch.enable_grad():  # also when called under no_grad
-            t = resolve_targets(self.classifier, images, targets).repeat_interleave(n_areas)
-            pyramid = self._blur_pyramid(images.detach())
-            for it in range(self.iterations):
-                masks = generator(params.reshape(b * n_areas, 1, *generator.grid_shape))
-                image_masks = generator.crop(masks).reshape(b, n_areas, 1, h, w)
-                x = self._perturb(pyramid, image_masks).reshape(-1, 3, h, w)
-                if self.jitter and it % 2 == 0:
-                    x = torch.flip(x, dims=(3,))
-                reward = self.classifier(x).gather(1, t[:, None])[:, 0]
-                ranked = image_masks.reshape(b, n_areas, h * w).sort(dim=2).values
-                margin = masks.square().sum(dim=(1, 2, 3)) - image_masks.square().sum(dim=(2, 3, 4)).reshape(-1)
-                area_loss = weight * ((ranked - reference).square().sum(dim=2).reshape(-1) + margin) / n_canvas
-                loss = (area_loss - reward).sum()
-                # autograd.grad, not backward: the classifier's .grad fields stay untouched.
-                (params.grad,) = torch.autograd.grad(loss, [params])
-                opt.step()
-                with torch.no_grad():
-                    params.clamp_(0, 1)
-                weight *= self.area_weight_growth
+        pyramid = self._blur_pyramid(images.detach())
+        for it in range(self.iterations):
+            masks = generator(params.reshape(b * n_areas, 1, *generator.grid_shape))
+            image_masks = generator.crop(masks).reshape(b, n_areas, 1, h, w)
+            x = self._perturb(pyramid, image_masks).reshape(-1, 3, h, w)
+            if self.jitter and it % 2 == 0:
+                x = torch.flip(x, dims=(3,))
+            reward = self.classifier(x).gather(1, t[:, None])[:, 0]
+            ranked = image_masks.reshape(b, n_areas, h * w).sort(dim=2).values
+            margin = masks.square().sum(dim=(1, 2, 3)) - image_masks.square().sum(dim=(2, 3, 4)).reshape(-1)
+            area_loss = weight * ((ranked - reference).square().sum(dim=2).reshape(-1) + margin) / n_canvas
+            loss = (area_loss - reward).sum()
+            # autograd.grad, not backward: the classifier's .grad fields stay untouched.
+            (params.grad,) = torch.autograd.grad(loss, [params])
+            opt.step()
+            with torch.no_grad():
+                params.clamp_(0, 1)
+            weight *= self.area_weight_growth
         with torch.no_grad():
             masks = generator.crop(generator(params.reshape(b * n_areas, 1, *generator.grid_shape)))
-            return masks.reshape(b, n_areas, h, w).mean(dim=1).float()
+            return Explanation(masks.reshape(b, n_areas, h, w).mean(dim=1), logits)

@@ -9,10 +9,47 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from masksal.classifiers import Classifier
-from masksal.explainers._common import check_images, eval_mode, resolve_targets
+from masksal.explainers.base import Explainer, Explanation
 
 
-class GradCAM:
+def layer_name(classifier: Classifier, layer: str | nn.Module) -> str:
+    """The dotted name (as in ``model.named_modules()``) of ``layer`` inside the classifier's model.
+
+    Args:
+        classifier: the wrapped model.
+        layer: a dotted name (``"layer4"``, ``"features.28"``) or the submodule itself.
+
+    Raises:
+        ValueError: one line naming the layer and the candidate names next to it.
+    """
+    model = classifier.model
+    if isinstance(layer, nn.Module):
+        for name, module in model.named_modules():
+            if module is layer and name:
+                return name
+        raise ValueError(f"Grad-CAM layer: the given {type(layer).__name__} is not a submodule of the "
+                         f"classifier; its top-level modules: {_children(model, '')}")
+    names = dict(model.named_modules())
+    if layer in names and layer:
+        return layer
+    # The deepest part of the dotted name that exists: its children are the likely candidates.
+    parent = ""
+    parts = str(layer).split(".")
+    for i in range(len(parts) - 1, 0, -1):
+        if ".".join(parts[:i]) in names:
+            parent = ".".join(parts[:i])
+            break
+    where = f"modules inside {parent!r}" if parent else "top-level modules"
+    raise ValueError(f"Grad-CAM layer {layer!r} is not a module of the classifier; {where}: "
+                     f"{_children(names[parent], parent)}")
+
+
+def _children(module: nn.Module, prefix: str) -> str:
+    names = [f"{prefix}.{n}" if prefix else n for n, _ in module.named_children()]
+    return ", ".join(names) if names else "(none)"
+
+
+class GradCAM(Explainer):
     """Grad-CAM on one layer, computed with one forward pass and a backward pass above the layer.
 
     Selvaraju et al., "Grad-CAM: Visual Explanations from Deep Networks via Gradient-based
@@ -26,38 +63,36 @@ class GradCAM:
     only): it needs the target class before its forward pass, so explaining the top-1 class
     costs a second forward, and its forward records the autograd graph of every layer below
     the chosen one. Here the layers below run under ``no_grad``, recording starts at the
-    layer's output, and the top-1 class comes from the same forward pass. The result equals
-    ``LayerGradCam(..., relu_attributions=True)`` upsampled bilinearly (tested).
+    layer's output, and the top-1 class and the logits handed back by ``explain_with_logits``
+    come from the same forward pass. The result equals ``LayerGradCam(...,
+    relu_attributions=True)`` upsampled bilinearly (tested).
 
     Args:
-        classifier: the model to explain.
-        layer: name of the submodule whose output is weighted (``"layer4"`` for ResNets); its
-            output must be a ``(B, K, h, w)`` tensor and it must run once per forward pass.
+        classifier: the model to explain (a ``Classifier`` or an ``nn.Module`` taking
+            ImageNet-normalized images).
+        layer: the layer whose output is weighted: a dotted name (``"layer4"`` for ResNets)
+            or the submodule itself (``model.layer4``); its output must be a ``(B, K, h, w)``
+            tensor and it must run once per forward pass.
 
     Example:
-        >>> clf = create_classifier("small_resnet18", 10, width=8)
-        >>> GradCAM(clf).explain(torch.rand(2, 3, 32, 32)).shape
-        torch.Size([2, 32, 32])
+        >>> import torch, torchvision
+        >>> model = torchvision.models.resnet18(num_classes=3)
+        >>> cam = GradCAM(model, layer=model.layer4)
+        >>> cam
+        GradCAM(layer='layer4')
+        >>> cam.explain(torch.rand(2, 3, 64, 64), targets=1).shape
+        torch.Size([2, 64, 64])
     """
 
     name = "gradcam"
+    classifier: Classifier
 
-    def __init__(self, classifier: Classifier, layer: str = "layer4") -> None:
-        self.classifier = classifier
-        self.layer = layer
-        classifier.layer(layer)  # fail now, with torch's message, if the layer does not exist
+    def __init__(self, classifier: Classifier | nn.Module, layer: str | nn.Module = "layer4") -> None:
+        super().__init__(classifier)
+        self.layer = layer_name(self.classifier, layer)
 
-    def explain(self, images: Tensor, targets: Tensor | None = None) -> Tensor:
-        """Grad-CAM maps.
-
-        Args:
-            images: ``(B, 3, H, W)`` float in [0, 1].
-            targets: ``(B,)`` int64 classes, or ``None`` for the top-1 class.
-
-        Returns:
-            ``(B, H, W)`` float32 maps, ``>= 0``, on the images' device.
-        """
-        check_images(images)
+    def _maps(self, images: Tensor, targets: Tensor | None) -> Explanation:
+        """``(B, H, W)`` maps ``>= 0`` and the logits of the one forward pass."""
         captured: list[Tensor] = []
 
         def hook(_m: nn.Module, _i: Any, out: Any) -> Tensor:
@@ -73,79 +108,67 @@ class GradCAM:
 
         handle = self.classifier.layer(self.layer).register_forward_hook(hook)
         try:
-            with eval_mode(self.classifier), torch.no_grad():
+            with torch.no_grad():  # the hook turns recording on at the layer
                 logits = self.classifier(images)
         finally:
             handle.remove()
         if not captured:
             raise ValueError(f"Grad-CAM layer {self.layer!r} did not run in the forward pass")
         act = captured[0]
-        if targets is None:
-            t = logits.detach().argmax(dim=1)
-        else:
-            t = resolve_targets(self.classifier, images, targets)
-        with torch.enable_grad():  # the caller may be under no_grad
+        t = logits.detach().argmax(dim=1) if targets is None else targets
+        with torch.enable_grad():
             score = logits.gather(1, t[:, None]).sum()
         (grad,) = torch.autograd.grad(score, act)
         weights = grad.mean(dim=(2, 3), keepdim=True)
         cam = F.relu((weights * act.detach()).sum(dim=1, keepdim=True))
         cam = F.interpolate(cam, size=images.shape[-2:], mode="bilinear", align_corners=False)
-        return cam[:, 0].float()
+        return Explanation(cam[:, 0], logits.detach())
 
 
-class PytorchGradCamExplainer:
+class PytorchGradCamExplainer(Explainer):
     """Grad-CAM from the pytorch-grad-cam package (``pip install grad-cam``), as a speed yardstick.
 
     Gildenblat and contributors, "PyTorch library for CAM methods", github.com/jacobgil/pytorch-grad-cam
     (2021), implementing Selvaraju et al., ICCV 2017.
 
     The package back-propagates through the whole network (``loss.backward()``) and returns maps
-    min-max normalized per image; parameter ``.grad`` fields are restored afterwards.
+    min-max normalized per image, ``(B, H, W)`` in [0, 1]; parameter ``.grad`` fields are
+    restored afterwards. The logits of its forward pass are handed back by ``explain_with_logits``.
 
     Args:
-        classifier: the model to explain.
-        layer: name of the target layer (``"layer4"`` for ResNets).
+        classifier: the model to explain (a ``Classifier`` or an ``nn.Module``).
+        layer: the target layer, a dotted name (``"layer4"`` for ResNets) or the submodule.
+
+    Raises:
+        ImportError: the package is not installed.
     """
 
     name = "pytorch_grad_cam"
+    needs_grad = True
+    classifier: Classifier
 
-    def __init__(self, classifier: Classifier, layer: str = "layer4") -> None:
+    def __init__(self, classifier: Classifier | nn.Module, layer: str | nn.Module = "layer4") -> None:
         try:
             import pytorch_grad_cam  # noqa: F401
         except ImportError:
             raise ImportError("pytorch_grad_cam is not installed: pip install grad-cam "
                               "(or pip install 'masksal[bench]')") from None
-        self.classifier = classifier
-        self.layer = layer
-        classifier.layer(layer)
+        super().__init__(classifier)
+        self.layer = layer_name(self.classifier, layer)
 
-    def explain(self, images: Tensor, targets: Tensor | None = None) -> Tensor:
-        """Grad-CAM maps from pytorch-grad-cam.
-
-        Args:
-            images: ``(B, 3, H, W)`` float in [0, 1].
-            targets: ``(B,)`` int64 classes, or ``None`` for the top-1 class.
-
-        Returns:
-            ``(B, H, W)`` float32 maps in [0, 1] (min-max normalized per image), on the images'
-            device.
-        """
+    def _maps(self, images: Tensor, targets: Tensor | None) -> Explanation:
         from pytorch_grad_cam import GradCAM as PackageGradCAM
         from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
-        check_images(images)
         params = list(self.classifier.parameters())
         saved = [p.grad for p in params]
+        # None: the package takes the top-1 class of its own forward pass.
+        cam_targets = None if targets is None else [ClassifierOutputTarget(int(c)) for c in targets.tolist()]
         try:
-            with eval_mode(self.classifier), torch.enable_grad():
-                cam_targets = None  # the package takes the top-1 class itself
-                if targets is not None:
-                    t = resolve_targets(self.classifier, images, targets)
-                    cam_targets = [ClassifierOutputTarget(int(c)) for c in t.tolist()]
-                with PackageGradCAM(model=self.classifier,
-                                    target_layers=[self.classifier.layer(self.layer)]) as cam:
-                    maps = cam(input_tensor=images, targets=cam_targets)
+            with PackageGradCAM(model=self.classifier, target_layers=[self.classifier.layer(self.layer)]) as cam:
+                maps = cam(input_tensor=images, targets=cam_targets)
+                logits = cam.outputs.detach()
         finally:
             for p, g in zip(params, saved, strict=True):
                 p.grad = g
-        return torch.from_numpy(maps).to(device=images.device, dtype=torch.float32)
+        return Explanation(torch.from_numpy(maps).to(device=images.device, dtype=torch.float32), logits)

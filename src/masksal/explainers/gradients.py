@@ -2,22 +2,24 @@
 
 Every method here returns a per-pixel map from a ``(B, 3, H, W)`` attribution by taking absolute
 values and reducing over the colour channels: ``"abs_max"`` (max over channels, as Simonyan et
-al.) or ``"abs_sum"`` (sum over channels).
+al.) or ``"abs_sum"`` (sum over channels). captum is imported when a map is first computed, not
+with masksal.
 """
 
 from __future__ import annotations
 
 import warnings
-from typing import Literal
+from abc import abstractmethod
+from typing import Any, ClassVar, Literal
 
 import torch
-from captum import attr as captum_attr
-from torch import Tensor
+from torch import Tensor, nn
 
 from masksal.classifiers import Classifier
-from masksal.explainers._common import check_images, eval_mode, resolve_targets
+from masksal.explainers.base import Explainer, Explanation
 
 ChannelReduction = Literal["abs_max", "abs_sum"]
+REDUCTIONS = ("abs_max", "abs_sum")
 
 
 def reduce_channels(attributions: Tensor, reduction: ChannelReduction) -> Tensor:
@@ -30,12 +32,57 @@ def reduce_channels(attributions: Tensor, reduction: ChannelReduction) -> Tensor
     raise ValueError(f"unknown channel reduction {reduction!r}: use 'abs_max' or 'abs_sum'")
 
 
-def _leaf(images: Tensor) -> Tensor:
-    # A fresh leaf that already requires grad: captum then leaves the caller's tensor alone.
-    return images.detach().requires_grad_()
+class CaptumExplainer(Explainer):
+    """What the captum-based methods share: the top-1 class, a fresh input leaf, the reduction.
+
+    A subclass implements :meth:`_attribute` (one captum call). ``_maps`` finds the targets
+    (the top-1 forward pass when ``targets`` is ``None``, whose logits are handed back), calls
+    it on a detached copy of the images that requires grad (captum then leaves the caller's
+    tensor alone), and reduces the ``(B, 3, H, W)`` attribution over channels. Gradients
+    are taken with ``torch.autograd.grad`` by captum: the model's ``.grad`` fields stay untouched.
+
+    Args:
+        classifier: the model to explain (a ``Classifier`` or an ``nn.Module``).
+        reduction: channel reduction of ``|attribution|``.
+    """
+
+    needs_grad = True
+    forward_on_clean_images: ClassVar[bool] = False
+    """True when captum's one forward pass is on the clean images (Saliency, GuidedBackprop): its
+    logits are then kept for ``explain_with_logits`` instead of running another pass."""
+    classifier: Classifier
+
+    def __init__(self, classifier: Classifier | nn.Module, reduction: ChannelReduction = "abs_sum") -> None:
+        if reduction not in REDUCTIONS:
+            raise ValueError(f"unknown channel reduction {reduction!r}: use 'abs_max' or 'abs_sum'")
+        super().__init__(classifier)
+        self.reduction: ChannelReduction = reduction
+
+    @abstractmethod
+    def _attribute(self, inputs: Tensor, targets: Tensor) -> Tensor:
+        """``(B, 3, H, W)`` attributions of ``targets`` ``(B,)`` for ``inputs``, a leaf that
+        requires grad."""
+
+    def _maps(self, images: Tensor, targets: Tensor | None) -> Explanation:
+        t, logits = self.resolve_targets(images, targets)
+        captured: list[Tensor] = []
+        handle = None
+        if logits is None and self.forward_on_clean_images:
+            def keep_first(_m: nn.Module, _i: Any, out: Tensor) -> None:
+                if not captured:
+                    captured.append(out.detach())
+            handle = self.classifier.register_forward_hook(keep_first)
+        try:
+            attributions = self._attribute(images.detach().requires_grad_(), t)
+        finally:
+            if handle is not None:
+                handle.remove()
+        if captured:
+            logits = captured[0]
+        return Explanation(reduce_channels(attributions, self.reduction), logits)
 
 
-class VanillaGradients:
+class VanillaGradients(CaptumExplainer):
     """Gradient of the target logit with respect to the input pixels.
 
     Simonyan, Vedaldi & Zisserman, "Deep Inside Convolutional Networks: Visualising Image
@@ -44,26 +91,27 @@ class VanillaGradients:
     Args:
         classifier: the model to explain.
         reduction: channel reduction of ``|gradient|`` (the paper's is ``"abs_max"``).
+
+    Example:
+        >>> import torch, torchvision
+        >>> explainer = VanillaGradients(torchvision.models.resnet18(num_classes=3))
+        >>> explainer.explain(torch.rand(3, 32, 32), targets=2).shape
+        torch.Size([32, 32])
     """
 
     name = "saliency"
+    forward_on_clean_images = True
 
-    def __init__(self, classifier: Classifier, reduction: ChannelReduction = "abs_max") -> None:
-        self.classifier = classifier
-        self.reduction: ChannelReduction = reduction
-        reduce_channels(torch.zeros(1, 3, 1, 1), reduction)
+    def __init__(self, classifier: Classifier | nn.Module, reduction: ChannelReduction = "abs_max") -> None:
+        super().__init__(classifier, reduction)
 
-    def explain(self, images: Tensor, targets: Tensor | None = None) -> Tensor:
-        """``images`` ``(B, 3, H, W)`` in [0, 1], ``targets`` ``(B,)`` or ``None`` (top-1) ->
-        ``(B, H, W)`` float32 maps ``>= 0`` on the images' device."""
-        check_images(images)
-        with eval_mode(self.classifier):
-            t = resolve_targets(self.classifier, images, targets)
-            grads = captum_attr.Saliency(self.classifier).attribute(_leaf(images), target=t, abs=False)
-        return reduce_channels(grads, self.reduction)
+    def _attribute(self, inputs: Tensor, targets: Tensor) -> Tensor:
+        from captum.attr import Saliency
+
+        return Saliency(self.classifier).attribute(inputs, target=targets, abs=False)
 
 
-class IntegratedGradients:
+class IntegratedGradients(CaptumExplainer):
     """Integrated Gradients from a constant (black by default) baseline image.
 
     Sundararajan, Taly & Yan, "Axiomatic Attribution for Deep Networks", ICML 2017.
@@ -76,13 +124,21 @@ class IntegratedGradients:
         baseline: pixel value in [0, 1] of the constant baseline image.
         method: captum's quadrature rule (``"gausslegendre"``, ``"riemann_trapezoid"``...).
         reduction: channel reduction of ``|attribution|``.
+
+    Example:
+        >>> import torch, torchvision
+        >>> ig = IntegratedGradients(torchvision.models.resnet18(num_classes=3), steps=8)
+        >>> ig
+        IntegratedGradients(steps=8, internal_batch_size=256, baseline=0.0, method='gausslegendre', reduction='abs_sum')
+        >>> ig.explain(torch.rand(2, 3, 32, 32)).shape
+        torch.Size([2, 32, 32])
     """
 
     name = "ig"
 
     def __init__(
         self,
-        classifier: Classifier,
+        classifier: Classifier | nn.Module,
         steps: int = 50,
         internal_batch_size: int = 256,
         baseline: float = 0.0,
@@ -91,28 +147,21 @@ class IntegratedGradients:
     ) -> None:
         if steps < 1 or internal_batch_size < 1:
             raise ValueError("steps and internal_batch_size must be >= 1")
-        self.classifier = classifier
+        super().__init__(classifier, reduction)
         self.steps = steps
         self.internal_batch_size = internal_batch_size
         self.baseline = baseline
         self.method = method
-        self.reduction: ChannelReduction = reduction
-        reduce_channels(torch.zeros(1, 3, 1, 1), reduction)
 
-    def explain(self, images: Tensor, targets: Tensor | None = None) -> Tensor:
-        """``images`` ``(B, 3, H, W)`` in [0, 1], ``targets`` ``(B,)`` or ``None`` (top-1) ->
-        ``(B, H, W)`` float32 maps ``>= 0`` on the images' device."""
-        check_images(images)
-        with eval_mode(self.classifier):
-            t = resolve_targets(self.classifier, images, targets)
-            ig = captum_attr.IntegratedGradients(self.classifier)
-            attributions = ig.attribute(_leaf(images), baselines=self.baseline, target=t,
-                                        n_steps=self.steps, method=self.method,
-                                        internal_batch_size=self.internal_batch_size)
-        return reduce_channels(attributions, self.reduction)
+    def _attribute(self, inputs: Tensor, targets: Tensor) -> Tensor:
+        from captum.attr import IntegratedGradients as CaptumIG
+
+        return CaptumIG(self.classifier).attribute(inputs, baselines=self.baseline, target=targets,
+                                                    n_steps=self.steps, method=self.method,
+                                                    internal_batch_size=self.internal_batch_size)
 
 
-class SmoothGrad:
+class SmoothGrad(CaptumExplainer):
     """SmoothGrad: the input gradient averaged over Gaussian-noised copies of the image.
 
     Smilkov, Thorat, Kim, Viégas & Wattenberg, "SmoothGrad: removing noise by adding noise",
@@ -132,13 +181,19 @@ class SmoothGrad:
         batch_size: images per forward pass (at least one noisy copy of each image).
         seed: seed of the noise samples.
         reduction: channel reduction of ``|mean gradient|``.
+
+    Example:
+        >>> import torch, torchvision
+        >>> sg = SmoothGrad(torchvision.models.resnet18(num_classes=3), n_samples=4)
+        >>> sg.explain(torch.rand(2, 3, 32, 32), targets=[0, 2]).shape
+        torch.Size([2, 32, 32])
     """
 
     name = "smoothgrad"
 
     def __init__(
         self,
-        classifier: Classifier,
+        classifier: Classifier | nn.Module,
         n_samples: int = 50,
         noise_level: float = 0.15,
         batch_size: int = 256,
@@ -147,13 +202,11 @@ class SmoothGrad:
     ) -> None:
         if n_samples < 1 or batch_size < 1:
             raise ValueError("n_samples and batch_size must be >= 1")
-        self.classifier = classifier
+        super().__init__(classifier, reduction)
         self.n_samples = n_samples
         self.noise_level = noise_level
         self.batch_size = batch_size
         self.seed = seed
-        self.reduction: ChannelReduction = reduction
-        reduce_channels(torch.zeros(1, 3, 1, 1), reduction)
         self._noise: dict[tuple[int, int, torch.device], Tensor] = {}
 
     def noise(self, height: int, width: int, device: torch.device | str = "cpu") -> Tensor:
@@ -166,28 +219,25 @@ class SmoothGrad:
             self._noise[key] = eps.to(device)
         return self._noise[key]
 
-    def explain(self, images: Tensor, targets: Tensor | None = None) -> Tensor:
-        """``images`` ``(B, 3, H, W)`` in [0, 1], ``targets`` ``(B,)`` or ``None`` (top-1) ->
-        ``(B, H, W)`` float32 maps ``>= 0`` on the images' device."""
-        check_images(images)
-        b = images.shape[0]
-        h, w = images.shape[-2:]
-        noise = self.noise(h, w, device=images.device).to(images.dtype)
+    def _attribute(self, inputs: Tensor, targets: Tensor) -> Tensor:
+        """The mean signed gradient over the noisy copies, ``(B, 3, H, W)``."""
+        from captum.attr import Saliency
+
+        b, c, h, w = inputs.shape
+        noise = self.noise(h, w, device=inputs.device).to(inputs.dtype)
         per_pass = max(1, self.batch_size // b)
-        total = torch.zeros_like(images)
-        saliency = captum_attr.Saliency(self.classifier)
-        with eval_mode(self.classifier):
-            t = resolve_targets(self.classifier, images, targets)
-            for start in range(0, self.n_samples, per_pass):
-                eps = noise[start:start + per_pass]
-                k = eps.shape[0]
-                noisy = (images.detach()[:, None] + eps[None]).reshape(b * k, *images.shape[1:])
-                grads = saliency.attribute(_leaf(noisy), target=t.repeat_interleave(k), abs=False)
-                total += grads.reshape(b, k, *images.shape[1:]).sum(dim=1)
-        return reduce_channels(total / self.n_samples, self.reduction)
+        total = torch.zeros_like(inputs)
+        saliency = Saliency(self.classifier)
+        for start in range(0, self.n_samples, per_pass):
+            eps = noise[start:start + per_pass]
+            k = eps.shape[0]
+            noisy = (inputs.detach()[:, None] + eps[None]).reshape(b * k, c, h, w)
+            grads = saliency.attribute(noisy.requires_grad_(), target=targets.repeat_interleave(k), abs=False)
+            total += grads.reshape(b, k, c, h, w).sum(dim=1)
+        return total / self.n_samples
 
 
-class GuidedBackprop:
+class GuidedBackprop(CaptumExplainer):
     """Guided backpropagation: the input gradient with ReLU backward passes clamped at zero.
 
     Springenberg, Dosovitskiy, Brox & Riedmiller, "Striving for Simplicity: The All
@@ -199,22 +249,20 @@ class GuidedBackprop:
     Args:
         classifier: the model to explain.
         reduction: channel reduction of ``|attribution|``.
+
+    Example:
+        >>> import torch, torchvision
+        >>> gbp = GuidedBackprop(torchvision.models.resnet18(num_classes=3))
+        >>> gbp.explain(torch.rand(1, 3, 32, 32)).shape
+        torch.Size([1, 32, 32])
     """
 
     name = "guided_backprop"
+    forward_on_clean_images = True
 
-    def __init__(self, classifier: Classifier, reduction: ChannelReduction = "abs_sum") -> None:
-        self.classifier = classifier
-        self.reduction: ChannelReduction = reduction
-        reduce_channels(torch.zeros(1, 3, 1, 1), reduction)
+    def _attribute(self, inputs: Tensor, targets: Tensor) -> Tensor:
+        from captum.attr import GuidedBackprop as CaptumGuidedBackprop
 
-    def explain(self, images: Tensor, targets: Tensor | None = None) -> Tensor:
-        """``images`` ``(B, 3, H, W)`` in [0, 1], ``targets`` ``(B,)`` or ``None`` (top-1) ->
-        ``(B, H, W)`` float32 maps ``>= 0`` on the images' device."""
-        check_images(images)
-        with eval_mode(self.classifier):
-            t = resolve_targets(self.classifier, images, targets)
-            with warnings.catch_warnings():
-                warnings.filterwarnings("ignore", message="Setting backward hooks on ReLU")
-                attributions = captum_attr.GuidedBackprop(self.classifier).attribute(_leaf(images), target=t)
-        return reduce_channels(attributions, self.reduction)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Setting backward hooks on ReLU")
+            return CaptumGuidedBackprop(self.classifier).attribute(inputs, target=targets)

@@ -6,13 +6,14 @@ import math
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from masksal.classifiers import Classifier
-from masksal.explainers._common import at_resolution, check_images, eval_mode, gaussian_blur, resolve_targets
+from masksal.explainers._common import at_resolution, gaussian_blur
+from masksal.explainers.base import Explainer, Explanation
 
 
-class MeaningfulPerturbation:
+class MeaningfulPerturbation(Explainer):
     """Meaningful Perturbation (the deletion game), optimized for all images of a batch at once.
 
     Fong & Vedaldi, "Interpretable Explanations of Black Boxes by Meaningful Perturbation",
@@ -38,8 +39,11 @@ class MeaningfulPerturbation:
     by all images, and each image's loss depends only on its own mask (Adam is elementwise), so an
     image's map does not depend on its batch.
 
+    Maps are ``(B, H, W)`` float32 in [0, 1] (1 = deleted = salient). The classifier's
+    ``.grad`` fields stay untouched (gradients are taken with ``torch.autograd.grad``).
+
     Args:
-        classifier: the model to explain.
+        classifier: the model to explain (a ``Classifier`` or an ``nn.Module``).
         iterations: optimization steps.
         lr: Adam learning rate.
         l1_coeff: weight of the mean deletion area ``mean|1 - m|``.
@@ -50,13 +54,21 @@ class MeaningfulPerturbation:
         mask_blur_sigma: blur of the upsampled mask in pixels (default 5 at 224 px).
         jitter: maximum random shift in pixels (default 4 at 224 px; 0 or 1 disables it).
         seed: seed of the initial mask and of the jitter offsets.
+
+    Example:
+        >>> import torch, torchvision
+        >>> mp = MeaningfulPerturbation(torchvision.models.resnet18(num_classes=3), iterations=5)
+        >>> mp.explain(torch.rand(2, 3, 32, 32), targets=0).shape
+        torch.Size([2, 32, 32])
     """
 
     name = "meaningful_perturbation"
+    needs_grad = True
+    classifier: Classifier
 
     def __init__(
         self,
-        classifier: Classifier,
+        classifier: Classifier | nn.Module,
         iterations: int = 300,
         lr: float = 0.1,
         l1_coeff: float = 784e-4,
@@ -70,7 +82,7 @@ class MeaningfulPerturbation:
     ) -> None:
         if iterations < 0 or mask_scale < 1:
             raise ValueError("iterations must be >= 0 and mask_scale >= 1")
-        self.classifier = classifier
+        super().__init__(classifier)
         self.iterations = iterations
         self.lr = lr
         self.l1_coeff = l1_coeff
@@ -93,46 +105,36 @@ class MeaningfulPerturbation:
         dx = F.pad(m[:, :, :, 1:] - m[:, :, :, :-1], (0, 1, 0, 0)) * w
         return (dy.square() + dx.square()).pow(self.tv_beta / 2).mean(dim=(1, 2, 3))
 
-    def explain(self, images: Tensor, targets: Tensor | None = None) -> Tensor:
-        """Meaningful Perturbation maps.
-
-        Args:
-            images: ``(B, 3, H, W)`` float in [0, 1].
-            targets: ``(B,)`` int64 classes, or ``None`` for the top-1 class.
-
-        Returns:
-            ``(B, H, W)`` float32 maps in [0, 1] (1 = deleted = salient), on the images' device.
-        """
-        check_images(images)
+    def _maps(self, images: Tensor, targets: Tensor | None) -> Explanation:
         b, _, h, w = images.shape
+        t, logits = self.resolve_targets(images, targets)
         size = min(h, w)
         blur = self.blur_sigma if self.blur_sigma is not None else at_resolution(10.0, size)
         mask_blur = self.mask_blur_sigma if self.mask_blur_sigma is not None else at_resolution(5.0, size)
         jitter = self.jitter if self.jitter is not None else round(at_resolution(4.0, size))
         g = torch.Generator().manual_seed(self.seed)
         mh, mw = math.ceil(h / self.mask_scale), math.ceil(w / self.mask_scale)
-        init = torch.rand(1, 1, mh, mw, generator=g).to(images.device)
+        init = torch.rand(1, 1, mh, mw, generator=g).to(device=images.device, dtype=images.dtype)
         m = init.expand(b, 1, mh, mw).clone().requires_grad_()
         opt = torch.optim.Adam([m], lr=self.lr)
         x = images.detach()
-        with eval_mode(self.classifier), torch.enable_grad():  # also when called under no_grad
-            t = resolve_targets(self.classifier, images, targets)
-            infill = gaussian_blur(x, blur)
-            if jitter > 1:  # reflected margin so that every shift stays inside the picture
-                x = F.pad(x, (0, jitter - 1, 0, jitter - 1), mode="reflect")
-                infill = F.pad(infill, (0, jitter - 1, 0, jitter - 1), mode="reflect")
-            for _ in range(self.iterations):
-                oy, ox = (torch.randint(0, jitter, (2,), generator=g).tolist() if jitter > 1 else (0, 0))
-                xs, fs = x[:, :, oy:oy + h, ox:ox + w], infill[:, :, oy:oy + h, ox:ox + w]
-                mask = self._upsample(m, (h, w), mask_blur)
-                perturbed = xs * mask + fs * (1 - mask)
-                prob = self.classifier(perturbed).softmax(dim=1).gather(1, t[:, None])[:, 0]
-                loss = (prob + self.l1_coeff * (1 - m).abs().mean(dim=(1, 2, 3))
-                        + self.tv_coeff * self._total_variation(m)).sum()
-                # autograd.grad, not backward: the classifier's .grad fields stay untouched.
-                (m.grad,) = torch.autograd.grad(loss, [m])
-                opt.step()
-                with torch.no_grad():
-                    m.clamp_(0, 1)
+        infill = gaussian_blur(x, blur)
+        if jitter > 1:  # reflected margin so that every shift stays inside the picture
+            x = F.pad(x, (0, jitter - 1, 0, jitter - 1), mode="reflect")
+            infill = F.pad(infill, (0, jitter - 1, 0, jitter - 1), mode="reflect")
+        for _ in range(self.iterations):
+            oy, ox = (torch.randint(0, jitter, (2,), generator=g).tolist() if jitter > 1 else (0, 0))
+            xs, fs = x[:, :, oy:oy + h, ox:ox + w], infill[:, :, oy:oy + h, ox:ox + w]
+            mask = self._upsample(m, (h, w), mask_blur)
+            perturbed = xs * mask + fs * (1 - mask)
+            prob = self.classifier(perturbed).softmax(dim=1).gather(1, t[:, None])[:, 0]
+            loss = (prob + self.l1_coeff * (1 - m).abs().mean(dim=(1, 2, 3))
+                    + self.tv_coeff * self._total_variation(m)).sum()
+            # autograd.grad, not backward: the classifier's .grad fields stay untouched.
+            (m.grad,) = torch.autograd.grad(loss, [m])
+            opt.step()
+            with torch.no_grad():
+                m.clamp_(0, 1)
         with torch.no_grad():
-            return (1 - self._upsample(m, (h, w), mask_blur))[:, 0].clamp(0, 1).float()
+            maps = (1 - self._upsample(m, (h, w), mask_blur))[:, 0].clamp(0, 1)
+        return Explanation(maps, logits)

@@ -6,13 +6,13 @@ import math
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from masksal.classifiers import Classifier
-from masksal.explainers._common import check_images, eval_mode, resolve_targets
+from masksal.explainers.base import Explainer, Explanation
 
 
-class RISE:
+class RISE(Explainer):
     """Randomized Input Sampling for Explanation.
 
     Petsiuk, Das & Saenko, "RISE: Randomized Input Sampling for Explanation of Black-box
@@ -29,19 +29,31 @@ class RISE:
     rebuilt chunk by chunk, which keeps memory at ``batch_size`` masks instead of ``n_masks``.
 
     Args:
-        classifier: the model to explain.
+        classifier: the model to explain (a ``Classifier`` or an ``nn.Module``).
         n_masks: number of masks ``N`` (the paper uses 4000 for ResNet-50).
         grid_size: cells per side of the low-resolution grid (the paper's ``s = 7``).
         p: probability that a cell is kept.
         batch_size: masked images per forward pass.
         seed: seed of the masks.
+
+    Maps are ``(B, H, W)`` float32 ``>= 0`` (about the mean target probability where the pixel
+    does not matter).
+
+    Example:
+        >>> import torch, torchvision
+        >>> rise = RISE(torchvision.models.resnet18(num_classes=3), n_masks=64)
+        >>> rise
+        RISE(n_masks=64, grid_size=7, p=0.5, batch_size=128, seed=0)
+        >>> rise.explain(torch.rand(2, 3, 32, 32)).shape
+        torch.Size([2, 32, 32])
     """
 
     name = "rise"
+    classifier: Classifier
 
     def __init__(
         self,
-        classifier: Classifier,
+        classifier: Classifier | nn.Module,
         n_masks: int = 4000,
         grid_size: int = 7,
         p: float = 0.5,
@@ -52,7 +64,7 @@ class RISE:
             raise ValueError("n_masks, grid_size and batch_size must be >= 1")
         if not 0.0 < p <= 1.0:
             raise ValueError(f"p must be in (0, 1], got {p}")
-        self.classifier = classifier
+        super().__init__(classifier)
         self.n_masks = n_masks
         self.grid_size = grid_size
         self.p = p
@@ -86,33 +98,21 @@ class RISE:
         index = torch.arange(len(up), device=device)[:, None, None]
         return up[index, rows[:, :, None], cols[:, None, :]].clamp_(0, 1)
 
-    def explain(self, images: Tensor, targets: Tensor | None = None) -> Tensor:
-        """RISE maps.
-
-        Args:
-            images: ``(B, 3, H, W)`` float in [0, 1].
-            targets: ``(B,)`` int64 classes, or ``None`` for the top-1 class.
-
-        Returns:
-            ``(B, H, W)`` float32 maps ``>= 0`` (about the mean target probability where the
-            pixel does not matter), on the images' device.
-        """
-        check_images(images)
+    def _maps(self, images: Tensor, targets: Tensor | None) -> Explanation:
         b, _, h, w = images.shape
         dev = images.device
+        t, logits = self.resolve_targets(images, targets)
         fill = torch.tensor(self.classifier.spec.mean, device=dev, dtype=images.dtype).view(1, 1, 3, 1, 1)
         per_image_chunk = min(b, self.batch_size)
         masks_per_pass = max(1, self.batch_size // per_image_chunk)
         saliency = torch.zeros(b, h * w, device=dev)
-        with eval_mode(self.classifier), torch.no_grad():
-            t = resolve_targets(self.classifier, images, targets)
-            for m0 in range(0, self.n_masks, masks_per_pass):
-                masks = self.masks(m0, min(m0 + masks_per_pass, self.n_masks), h, w, dev).to(images.dtype)
-                k = masks.shape[0]
-                for i0 in range(0, b, per_image_chunk):
-                    x = images[i0:i0 + per_image_chunk, None]
-                    masked = fill + (x - fill) * masks[None, :, None]
-                    logits = self.classifier(masked.reshape(-1, 3, h, w))
-                    probs = logits.softmax(dim=1).gather(1, t[i0:i0 + per_image_chunk].repeat_interleave(k)[:, None])
-                    saliency[i0:i0 + per_image_chunk] += probs.reshape(-1, k).float() @ masks.reshape(k, h * w).float()
-        return (saliency / (self.n_masks * self.p)).reshape(b, h, w)
+        for m0 in range(0, self.n_masks, masks_per_pass):
+            masks = self.masks(m0, min(m0 + masks_per_pass, self.n_masks), h, w, dev).to(images.dtype)
+            k = masks.shape[0]
+            for i0 in range(0, b, per_image_chunk):
+                x = images[i0:i0 + per_image_chunk, None]
+                masked = fill + (x - fill) * masks[None, :, None]
+                out = self.classifier(masked.reshape(-1, 3, h, w))
+                probs = out.softmax(dim=1).gather(1, t[i0:i0 + per_image_chunk].repeat_interleave(k)[:, None])
+                saliency[i0:i0 + per_image_chunk] += probs.reshape(-1, k).float() @ masks.reshape(k, h * w).float()
+        return Explanation((saliency / (self.n_masks * self.p)).reshape(b, h, w), logits)

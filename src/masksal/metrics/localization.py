@@ -76,6 +76,8 @@ class LocalizationError(Metric):
 
     name = "le_om_f1"
 
+    takes_predictions = True  # evaluate passes the classifier's top-1 class (for OM / Top-1 Loc)
+
     def __init__(
         self,
         binarize: BinarizeRule = "mean",

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from masksal.checkpoint import stage_done
 from masksal.config import ExperimentConfig, load_config
+from masksal.rundir import stage_done
 
 Log = Callable[[str], Any]
 
@@ -55,24 +55,24 @@ class Budget:
     photo_size: int
     photo_batch: int
 
-    def data_overrides(self) -> list[str]:
-        """``--set`` overrides for the data and classifier sizes of this budget."""
-        out = [f"data.n_test={self.n_test}", f"data.n_val={self.n_test}"]
+    def data_overrides(self) -> dict[str, Any]:
+        """Typed overrides for the data and classifier sizes of this budget."""
+        out: dict[str, Any] = {"data.n_test": self.n_test, "data.n_val": self.n_test}
         if self.n_train is not None:
-            out.append(f"data.n_train={self.n_train}")
+            out["data.n_train"] = self.n_train
         if self.classifier_epochs is not None:
-            out.append(f"classifier_train.epochs={self.classifier_epochs}")
+            out["classifier_train.epochs"] = self.classifier_epochs
         return out
 
-    def masker_overrides(self, seed: int) -> list[str]:
-        """``--set`` overrides for one masker run of this budget (seed included)."""
-        out = [*self.data_overrides(), f"train.seed={seed}"]
+    def masker_overrides(self, seed: int) -> dict[str, Any]:
+        """Typed overrides for one masker run of this budget (seed included)."""
+        out = {**self.data_overrides(), "masker_train.seed": seed}
         if self.masker_steps is not None:
-            out.append(f"train.steps={self.masker_steps}")
+            out["masker_train.steps"] = self.masker_steps
             # Keep CASM's pool meaningful on a short run: ten snapshots over the run.
-            out.append(f"train.pool_every={max(1, self.masker_steps // 10)}")
+            out["masker_train.pool_every"] = max(1, self.masker_steps // 10)
         if self.batch_size is not None:
-            out.append(f"train.batch_size={self.batch_size}")
+            out["masker_train.batch_size"] = self.batch_size
         return out
 
 
@@ -92,24 +92,19 @@ def get_budget(name: str) -> Budget:
     return BUDGETS[name]
 
 
-def configs_dir() -> Path:
-    """The repository's ``configs/`` folder (next to ``src/``), else ``./configs``."""
-    here = Path(__file__).resolve().parents[3] / "configs"
-    if here.is_dir():
-        return here
-    cwd = Path.cwd() / "configs"
-    if cwd.is_dir():
-        return cwd
-    raise FileNotFoundError("configs/ not found: run from the repository root (it holds configs/final.yaml and "
-                            "configs/ablation/*.yaml)")
-
-
 def final_config_path() -> Path:
-    return configs_dir() / "final.yaml"
+    """The packaged config of the paper's final model."""
+    from masksal.config import config_path
+
+    return config_path("final")
 
 
-def load_experiment(path: Path, overrides: Sequence[str]) -> ExperimentConfig:
-    return load_config(path, list(overrides))
+def load_experiment(path: Path, overrides: Mapping[str, Any], extra: Sequence[str] = ()) -> ExperimentConfig:
+    """The config at ``path`` with typed ``overrides``, then the user's ``--set`` strings ``extra``."""
+    from masksal.config import parse_overrides, with_overrides
+
+    cfg = with_overrides(load_config(path), overrides, "budget")
+    return with_overrides(cfg, parse_overrides(extra), "--set") if extra else cfg
 
 
 # Where `masksal demo` writes its classifier: trained with the same recipe as the small budget's,
@@ -118,7 +113,7 @@ DEMO_CLASSIFIER = Path("runs/demo/classifier")
 
 
 def ensure_classifier(out: Path, budget: Budget, classifier: str | Path | None, progress: bool, log: Log,
-                      overrides: Sequence[str] = ()) -> Path:
+                      overrides: Sequence[str] = (), device: str = "auto") -> Path:
     """The classifier checkpoint every row starts from.
 
     ``classifier`` if given; else a finished classifier in ``out / "classifier"`` or the demo's
@@ -130,18 +125,20 @@ def ensure_classifier(out: Path, budget: Budget, classifier: str | Path | None, 
         FileExistsError: ``out / "classifier"`` holds a classifier trained with another recipe
             (it is never overwritten: delete it, or pass it as ``classifier``).
     """
-    from masksal.checkpoint import check_same_recipe, recipe_difference
+    from masksal.checkpoint import is_checkpoint
+    from masksal.precision import RunOptions
+    from masksal.rundir import check_same_recipe, recipe_difference
     from masksal.training import train_classifier
 
     if classifier is not None:
         path = Path(classifier)
-        if not (path / "meta.json").is_file():
+        if not is_checkpoint(path):
             raise FileNotFoundError(f"{path}: not a classifier checkpoint directory (no meta.json)")
         log(f"classifier: using {path}")
         return path
-    cfg = load_experiment(final_config_path(), [*budget.data_overrides(), *overrides, "name=reproduce-classifier"])
+    cfg = load_experiment(final_config_path(), {**budget.data_overrides(), "name": "reproduce-classifier"}, overrides)
     path = out / "classifier"
-    if (path / "meta.json").is_file():
+    if is_checkpoint(path):
         check_same_recipe(path, cfg, "classifier", f"delete it, or pass --classifier {path} to use it")
         if stage_done(path):
             log(f"classifier: reusing {path}")
@@ -151,26 +148,28 @@ def ensure_classifier(out: Path, budget: Budget, classifier: str | Path | None, 
         return DEMO_CLASSIFIER
     log(f"classifier: training {cfg.classifier.arch} on {cfg.data.n_train} images for "
         f"{cfg.classifier_train.epochs} epochs into {path}")
-    res = train_classifier(cfg, path, resume=(path / "meta.json").is_file(), progress=progress)
+    res = train_classifier(cfg, path, resume=is_checkpoint(path), progress=progress, run=RunOptions(device=device))
     log(f"classifier: test accuracy {res['test_accuracy']:.1f}%")
     return path
 
 
-def train_run(cfg: ExperimentConfig, ckpt: Path, progress: bool) -> None:
+def train_run(cfg: ExperimentConfig, ckpt: Path, progress: bool, device: str = "auto") -> None:
     """Train (or finish, or reuse) the masker of ``cfg`` in ``ckpt``.
 
     Raises:
         FileExistsError: ``ckpt`` holds a run of more steps than ``cfg`` asks for.
     """
-    from masksal.checkpoint import read_meta
+    from masksal.checkpoint import is_checkpoint, read_meta
+    from masksal.precision import RunOptions
     from masksal.training import train_masker
 
-    if (ckpt / "meta.json").is_file() and read_meta(ckpt).step > cfg.train.steps:
-        raise FileExistsError(f"{ckpt} holds a run of {read_meta(ckpt).step} steps, more than the {cfg.train.steps} "
+    steps = cfg.masker_train.steps
+    if is_checkpoint(ckpt) and read_meta(ckpt).step > steps:
+        raise FileExistsError(f"{ckpt} holds a run of {read_meta(ckpt).step} steps, more than the {steps} "
                               "asked for: delete it or choose another --out")
-    if stage_done(ckpt, cfg.train.steps):
+    if stage_done(ckpt, steps):
         return
-    train_masker(cfg, ckpt, resume=(ckpt / "meta.json").is_file(), progress=progress)
+    train_masker(cfg, ckpt, resume=is_checkpoint(ckpt), progress=progress, run=RunOptions(device=device))
 
 
 def finished_eval(ckpt: Path, steps: int) -> dict[str, float] | None:
@@ -246,12 +245,6 @@ def fmt(mean: float, std: float = math.nan, digits: int = 1) -> str:
         return ""
     s = f"{mean:.{digits}f}"
     return s + (f" ± {std:.{digits}f}" if np.isfinite(std) else "")
-
-
-def write_json(path: Path, obj: Any) -> None:
-    from masksal.checkpoint import write_json as atomic
-
-    atomic(path, obj)
 
 
 def budget_dict(budget: Budget) -> dict[str, Any]:

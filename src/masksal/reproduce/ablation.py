@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
+from masksal.checkpoint import write_json
 from masksal.report.markdown import markdown_table
 from masksal.reproduce._common import (
     LOWER_IS_BETTER,
@@ -29,7 +30,6 @@ from masksal.reproduce._common import (
     Log,
     budget_dict,
     classifier_accuracy,
-    configs_dir,
     ensure_classifier,
     evaluate_masker,
     finished_eval,
@@ -37,7 +37,6 @@ from masksal.reproduce._common import (
     load_experiment,
     seed_summary,
     train_run,
-    write_json,
 )
 
 
@@ -153,11 +152,10 @@ CLAIMS: tuple[Claim, ...] = (
 
 
 def row_config(name: str) -> Path:
-    """``configs/ablation/<name>.yaml``."""
-    path = configs_dir() / "ablation" / f"{name}.yaml"
-    if not path.is_file():
-        raise FileNotFoundError(f"ablation row config not found: {path}")
-    return path
+    """The packaged ``configs/ablation/<name>.yaml``."""
+    from masksal.config import config_path
+
+    return config_path(f"ablation/{name}")
 
 
 def _row_dir(out: Path, row: str, seed: int) -> Path:
@@ -167,7 +165,7 @@ def _row_dir(out: Path, row: str, seed: int) -> Path:
 def run_ablation(out: str | Path = "runs/reproduce", budget: Budget | None = None, seeds: int | None = None,
                  classifier: str | Path | None = None, rows: Sequence[str] | None = None,
                  steps: int | None = None, overrides: Sequence[str] = (), paper_numbers: str | Path | None = None,
-                 progress: bool = True, log: Log = print) -> dict[str, Any]:
+                 progress: bool = True, log: Log = print, device: str = "auto") -> dict[str, Any]:
     """Train and evaluate every ablation row; write ``report.md``, ``report.html``, ``results.json``.
 
     Args:
@@ -205,7 +203,7 @@ def run_ablation(out: str | Path = "runs/reproduce", budget: Budget | None = Non
         paper_source = f"{PAPER_SOURCE} Added from {paper_numbers}: {source}"
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    clf = ensure_classifier(out, b, classifier, progress, log, overrides)
+    clf = ensure_classifier(out, b, classifier, progress, log, overrides, device)
     results: dict[str, Any] = {"budget": budget_dict(b), "seeds": n_seeds, "classifier": str(clf),
                                "classifier_test_accuracy": classifier_accuracy(clf), "rows": {},
                                "paper": paper, "paper_source": paper_source}
@@ -214,15 +212,15 @@ def run_ablation(out: str | Path = "runs/reproduce", budget: Budget | None = Non
     for row, seed in bar:
         bar.set_postfix_str(f"{row} seed {seed}")
         d = _row_dir(out, row, seed)
-        cfg = load_experiment(row_config(row), [*b.masker_overrides(seed), *overrides, f"classifier.weights={clf}"])
-        saved = finished_eval(d, cfg.train.steps)
+        cfg = load_experiment(row_config(row), {**b.masker_overrides(seed), "classifier.weights": str(clf)}, overrides)
+        saved = finished_eval(d, cfg.masker_train.steps)
         if saved is not None:
             log(f"{row} (seed {seed}): reusing {d}")
             m = saved
         else:
-            log(f"{row} (seed {seed}): training {cfg.train.steps} steps ({cfg.train.mode.upper()})")
-            train_run(cfg, d, progress)
-            m = {**evaluate_masker(d, cfg, clf, b, progress=False), "steps": cfg.train.steps}
+            log(f"{row} (seed {seed}): training {cfg.masker_train.steps} steps ({cfg.masker_train.mode.upper()})")
+            train_run(cfg, d, progress, device)
+            m = {**evaluate_masker(d, cfg, clf, b, progress=False), "steps": cfg.masker_train.steps}
             write_json(d / "eval.json", m)
             log(f"{row} (seed {seed}): " + ", ".join(f"{METRIC_NAMES[k]} {m[k]:.2f}" for k in METRIC_KEYS if k in m))
         results["rows"].setdefault(row, {"seeds": []})["seeds"].append(m)

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
+from masksal.checkpoint import write_json
 from masksal.report.markdown import markdown_table
 from masksal.reproduce._common import (
     Budget,
@@ -32,7 +33,6 @@ from masksal.reproduce._common import (
     load_experiment,
     seed_summary,
     train_run,
-    write_json,
 )
 
 # Figure 1C of the paper, LE (%) read off the plot (ImageNet, 1000 classes): K per class -> LE.
@@ -56,7 +56,7 @@ def _label(k: int | None) -> str:
 def run_fewshot(out: str | Path = "runs/reproduce/fewshot", budget: Budget | None = None,
                 classifier: str | Path | None = None, config: str | Path | None = None, seeds: int | None = None,
                 steps: int | None = None, overrides: Sequence[str] = (), progress: bool = True,
-                log: Log = print) -> dict[str, Any]:
+                log: Log = print, device: str = "auto") -> dict[str, Any]:
     """Train the final recipe for each K of the budget; write ``report.md``, ``report.html``, ``results.json``.
 
     Args:
@@ -80,25 +80,28 @@ def run_fewshot(out: str | Path = "runs/reproduce/fewshot", budget: Budget | Non
         b = replace(b, masker_steps=steps)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    cfg_path = Path(config) if config is not None else final_config_path()
-    clf = ensure_classifier(out.parent, b, classifier, progress, log, overrides)
+    from masksal.config import config_path
+
+    cfg_path = config_path(config) if config is not None else final_config_path()
+    clf = ensure_classifier(out.parent, b, classifier, progress, log, overrides, device)
     n_seeds = seeds or b.seeds
     runs: dict[str, Any] = {}
     jobs = [(k, seed) for k in b.fewshot_ks for seed in range(n_seeds)]
     per_k: dict[str, list[dict[str, float]]] = {}
     for k, seed in tqdm(jobs, desc="few-shot runs", disable=not progress, dynamic_ncols=True):
         d = out / f"k{_label(k)}" / f"seed{seed}"
-        sets = [*b.masker_overrides(seed), *overrides, f"classifier.weights={clf}"]
+        sets = {**b.masker_overrides(seed), "classifier.weights": str(clf)}
         if k is not None:
-            sets.append(f"data.examples_per_class={k}")
-        cfg = load_experiment(cfg_path, sets)
-        saved = finished_eval(d, cfg.train.steps)
+            sets["data.examples_per_class"] = k
+        cfg = load_experiment(cfg_path, sets, overrides)
+        saved = finished_eval(d, cfg.masker_train.steps)
         if saved is not None:
             m = saved
         else:
-            log(f"K = {_label(k)} per class, seed {seed}: training {cfg.train.steps} steps ({cfg.train.mode.upper()})")
-            train_run(cfg, d, progress)
-            m = {**evaluate_masker(d, cfg, clf, b, progress=False, with_sm=False), "steps": cfg.train.steps}
+            log(f"K = {_label(k)} per class, seed {seed}: training {cfg.masker_train.steps} steps "
+                f"({cfg.masker_train.mode.upper()})")
+            train_run(cfg, d, progress, device)
+            m = {**evaluate_masker(d, cfg, clf, b, progress=False, with_sm=False), "steps": cfg.masker_train.steps}
             write_json(d / "eval.json", m)
         per_k.setdefault(_label(k), []).append(m)
         log(f"K = {_label(k)}, seed {seed}: LE {m['le']:.1f}, PxAP {m['pxap']:.1f}")

@@ -21,8 +21,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from masksal.checkpoint import write_json
 from masksal.classifiers import Classifier
-from masksal.reproduce._common import Budget, Log, budget_dict, write_json
+from masksal.reproduce._common import Budget, Log, budget_dict
 
 ARCH = "timm:tf_efficientnet_lite0"
 MEAN = (0.5, 0.5, 0.5)
@@ -140,7 +141,7 @@ def random_crops(photos: list[tuple[str, np.ndarray]], n: int, size: int, seed: 
 
 
 def run_photos(out: str | Path = "runs/reproduce/photos", budget: Budget | None = None, steps: int | None = None,
-               seed: int = 0, progress: bool = True, log: Log = print) -> dict[str, Any]:
+               seed: int = 0, progress: bool = True, log: Log = print, device: str = "auto") -> dict[str, Any]:
     """Train a masker for EfficientNet-Lite0 on the offline photos; write ``report.html`` and ``results.json``.
 
     Args:
@@ -152,11 +153,12 @@ def run_photos(out: str | Path = "runs/reproduce/photos", budget: Budget | None 
     Returns:
         ``{"photos": [{"name", "top1", "class", "probability", "mask_mean"}], "crops": n, ...}``.
     """
-    from masksal.config import load_config
+    from torch.utils.data import TensorDataset
+
+    from masksal.devices import resolve_device
     from masksal.explainers import create_explainer
-    from masksal.masker import Masker, MaskerNet
     from masksal.reproduce._common import SMALL
-    from masksal.sanity import fit_masker
+    from masksal.training import fit_masker
 
     b = budget or SMALL
     if steps is not None:
@@ -176,17 +178,10 @@ def run_photos(out: str | Path = "runs/reproduce/photos", budget: Budget | None 
     crops = random_crops(photos, n_crops, size, seed)
     with torch.no_grad():
         labels = torch.cat([clf(crops[s:s + 32]).argmax(1) for s in range(0, n_crops, 32)])
-    cfg = load_config(None, ["name=photos", f"data.image_size={size}", "objectives.area_out_weight=10",
-                             "objectives.tv_weight=0.001", "train.mode=fix", f"train.steps={b.photo_steps}",
-                             f"train.batch_size={b.photo_batch}"])
-    shapes = clf.tap_shapes(size)
-    torch.manual_seed(seed)
-    net = MaskerNet({t: shapes[t][0] for t in clf.taps}, cfg.masker)
-    fit_masker(cfg, clf, net, crops, labels, b.photo_steps, b.photo_batch, seed, progress, desc="photo masker")
-    masker = Masker(clf, net).eval()
-    from safetensors.torch import save_file
-
-    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(out / "masker.safetensors"))
+    clf = clf.to(resolve_device(device))
+    masker = fit_masker(clf, TensorDataset(crops, labels), mode="fix", steps=b.photo_steps, batch_size=b.photo_batch,
+                        seed=seed, progress=progress, area_out_weight=10.0, tv_weight=0.001).cpu()
+    masker.save(out / "masker")
     images = torch.stack([centre_square(img, size) for _, img in photos])
     with torch.no_grad():
         probs = clf(images).softmax(1)

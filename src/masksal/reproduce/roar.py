@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from masksal.checkpoint import write_json
 from masksal.report.markdown import markdown_table
 from masksal.reproduce._common import (
     Budget,
@@ -33,7 +34,6 @@ from masksal.reproduce._common import (
     load_experiment,
     stage_done,
     train_run,
-    write_json,
 )
 
 FRACTIONS = (0.1, 0.3, 0.5, 0.7, 0.9)
@@ -93,7 +93,7 @@ def _resize(images: Tensor, size: int) -> Tensor:
 
 
 def _resolve_masker(out: Path, budget: Budget, masker: str | Path | None, classifier: str | Path | None,
-                    overrides: Sequence[str], progress: bool, log: Log) -> Path:
+                    overrides: Sequence[str], progress: bool, log: Log, device: str) -> Path:
     """The masker to evaluate: ``masker``, else the ablation's final row, else one trained here."""
     if masker is not None:
         return Path(masker)
@@ -101,19 +101,20 @@ def _resolve_masker(out: Path, budget: Budget, masker: str | Path | None, classi
     if (ablation_final / "eval.json").is_file():
         log(f"masker: reusing the ablation's final model {ablation_final}")
         return ablation_final
-    clf = ensure_classifier(out.parent, budget, classifier, progress, log, overrides)
-    cfg = load_experiment(final_config_path(), [*budget.masker_overrides(0), *overrides, f"classifier.weights={clf}"])
+    clf = ensure_classifier(out.parent, budget, classifier, progress, log, overrides, device)
+    cfg = load_experiment(final_config_path(), {**budget.masker_overrides(0), "classifier.weights": str(clf)},
+                          overrides)
     path = out / "masker"
-    if not stage_done(path, cfg.train.steps):
-        log(f"masker: training the final recipe ({cfg.train.steps} steps) into {path}")
-    train_run(cfg, path, progress)
+    if not stage_done(path, cfg.masker_train.steps):
+        log(f"masker: training the final recipe ({cfg.masker_train.steps} steps) into {path}")
+    train_run(cfg, path, progress, device)
     return path
 
 
 def run_roar(out: str | Path = "runs/reproduce/roar", budget: Budget | None = None, masker: str | Path | None = None,
              classifier: str | Path | None = None, methods: Sequence[str] = METHODS,
              fractions: Sequence[float] = FRACTIONS, seed: int = 0, overrides: Sequence[str] = (),
-             progress: bool = True, log: Log = print) -> dict[str, Any]:
+             progress: bool = True, log: Log = print, device: str = "auto") -> dict[str, Any]:
     """ROAR curves of ``methods``; writes ``report.md``, ``report.html`` and ``results.json`` to ``out``.
 
     Args:
@@ -130,21 +131,25 @@ def run_roar(out: str | Path = "runs/reproduce/roar", budget: Budget | None = No
     Returns:
         ``{"accuracy": {method: {fraction: %}}, "clean_accuracy": %, ...}``.
     """
+    from torch.utils.data import TensorDataset
+
     from masksal.checkpoint import load_config_of, load_masker
     from masksal.classifiers import create_classifier
     from masksal.reproduce._common import SMALL
-    from masksal.sanity import fit_classifier, load_split
+    from masksal.training import accuracy as top1
+    from masksal.training import fit_classifier
+    from masksal.training.data import as_training_dataset, load_batch
 
     b = budget or SMALL
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    ckpt = _resolve_masker(out, b, masker, classifier, overrides, progress, log)
+    ckpt = _resolve_masker(out, b, masker, classifier, overrides, progress, log, device)
     m = load_masker(ckpt)
     m.classifier.requires_grad_(False)
     cfg = load_config_of(ckpt)
     log(f"ROAR: maps of {', '.join(methods)} for {b.roar_train} training and {b.n_test} test images")
-    train = load_split(cfg, "train", b.roar_train)
-    test = load_split(cfg, "test", b.n_test)
+    train = load_batch(cfg, "train", b.roar_train)
+    test = load_batch(cfg, "test", b.n_test)
     fill = train.images.mean(dim=(0, 2, 3))
     num_classes = m.classifier.num_classes
     maps = {meth: (_maps_for(meth, m, train.images, train.labels, seed),
@@ -153,7 +158,8 @@ def run_roar(out: str | Path = "runs/reproduce/roar", budget: Budget | None = No
     runs_dir.mkdir(exist_ok=True)
     # A cached retraining is reused only if it was made with the same sizes and masker.
     setting = {"masker": str(ckpt), "roar_train": b.roar_train, "roar_epochs": b.roar_epochs,
-               "roar_width": b.roar_width, "roar_size": b.roar_size, "n_test": b.n_test, "seed": seed}
+               "roar_width": b.roar_width, "roar_size": b.roar_size, "n_test": b.n_test, "seed": seed,
+               "trainer": "masksal.training.fit_classifier"}
 
     def retrain(tag: str, x_train: Tensor, x_test: Tensor, run_seed: int = seed) -> float:
         cache = runs_dir / f"{tag}.json"
@@ -163,10 +169,12 @@ def run_roar(out: str | Path = "runs/reproduce/roar", budget: Budget | None = No
                 return float(saved["test_accuracy"])
         if b.roar_size is not None and b.roar_size != x_train.shape[-1]:
             x_train, x_test = _resize(x_train, b.roar_size), _resize(x_test, b.roar_size)
-        torch.manual_seed(run_seed)
-        clf = create_classifier("small_resnet18", num_classes, width=b.roar_width)
-        train_acc = fit_classifier(clf, x_train, train.labels, b.roar_epochs, seed=run_seed, progress=progress,
-                                   desc=tag)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(run_seed)
+            clf = create_classifier("small_resnet18", num_classes, width=b.roar_width)
+        data = as_training_dataset(TensorDataset(x_train, train.labels), None)
+        fit_classifier(clf, data, epochs=b.roar_epochs, seed=run_seed, progress=progress)
+        train_acc = top1(clf, data, limit=5000)
         with torch.no_grad():
             pred = torch.cat([clf(x_test[s:s + 200]).argmax(1) for s in range(0, len(x_test), 200)])
         acc = 100.0 * float((pred == test.labels).float().mean())

@@ -1,0 +1,197 @@
+"""``masksal evaluate | benchmark | data export``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from masksal.cli import app
+from masksal.cli.common import (
+    BatchOpt,
+    DeviceOpt,
+    NumImagesOpt,
+    QuietOpt,
+    ScalingOpt,
+    ThreadsOpt,
+    check_out_dir,
+    check_out_file,
+    errors,
+    set_threads,
+)
+
+data_app = typer.Typer(no_args_is_help=True, help="Work with the built-in benchmark and dataset formats.")
+app.add_typer(data_app, name="data")
+
+DataOpt = Annotated[str, typer.Option(
+    help="benchmark, imagefolder:DIR, folder:DIR (unlabelled: top-1 explained), imagenet:ROOT, cub:ROOT, "
+         "wsol:METADATA:IMAGES.")]
+METRIC_HELP = "Comma-separated: le_om_f1, maxboxacc, pxap, sm, deletion_insertion, road, pointing_game."
+
+
+def _metric_list(metrics: str) -> list[str]:
+    names = [m.strip() for m in metrics.split(",") if m.strip()]
+    if not names:
+        raise ValueError("--metrics: name at least one metric")
+    return names
+
+
+def _exit_on_bad_samples(results: list[dict[str, Any]]) -> None:
+    """Exit 1 (after every output is written) when samples could not be read: the numbers cover the rest."""
+    bad = max((int(r.get("bad_samples", 0)) for r in results), default=0)
+    if bad:
+        first = next(m for r in results for m in r.get("bad_sample_messages", []) or ["?"])
+        typer.echo(f"error: {bad} sample(s) could not be read and were left out (first: {first}); the numbers "
+                   "above cover the others", err=True)
+        raise typer.Exit(1)
+
+
+@app.command(epilog="Example: masksal evaluate masker:runs/demo/masker_ca --limit 500 --out runs/evaluate.json")
+@errors()
+def evaluate(
+    method: Annotated[str, typer.Argument(help="masker:CHECKPOINT, a checkpoint folder, or a method name with "
+                                          "options (gradcam, rise:n_masks=500, ...).")],
+    data: DataOpt = "benchmark",
+    classifier: Annotated[str | None, typer.Option(
+        help="Classifier checkpoint (default: the masker's). For a masker trained alongside its classifier (CA), "
+             "the classifier it started from: the metrics that run a classifier then use that one.")] = None,
+    split: Annotated[str, typer.Option(help="Split to evaluate.")] = "test",
+    val_split: Annotated[str | None, typer.Option(
+        help="Choose MaxBoxAcc thresholds on this split (no leakage); 'none' to skip.")] = "val",
+    n: NumImagesOpt = 2000,
+    size: Annotated[int | None, typer.Option(min=16, help="Image size (default: the classifier's).")] = None,
+    limit: Annotated[int | None, typer.Option(min=1, help="Evaluate at most N images (quick look).")] = None,
+    metrics: Annotated[str, typer.Option(help=METRIC_HELP)] = "le_om_f1,maxboxacc,pxap,sm,deletion_insertion",
+    batch_size: BatchOpt = 64,
+    device: DeviceOpt = "auto",
+    threads: ThreadsOpt = 0,
+    metric_workers: Annotated[int | None, typer.Option(
+        min=0, help="Processes updating the map-only metrics beside the model (default: 1 with a GPU, 0 on CPU).")
+    ] = None,
+    out: Annotated[Path | None, typer.Option(help="Write the results as JSON here.")] = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Evaluate a saliency method on a dataset: every metric, a table, and JSON.
+
+    Sharded under torchrun (torchrun --nproc-per-node N -m masksal evaluate ...): each process
+    explains its part of the split, the metrics are summed, rank 0 prints and writes the result.
+    """
+    from masksal.checkpoint import write_json
+    from masksal.cli.specs import build_dataset, check_classes, load_evaluated, method_label
+    from masksal.distributed import is_main_process, process_device, torchrun_session
+    from masksal.evaluation import evaluate_sharded, format_table
+
+    set_threads(threads)
+    check_out_file(out)
+    names = _metric_list(metrics)
+    with torchrun_session(device):
+        main = is_main_process()
+        dev = process_device(device)
+        explainer, clf, native_size, ref = load_evaluated(method, classifier, dev)
+        img = size or native_size
+        ds = build_dataset(data, split, img, n, reference=ref)
+        check_classes(ds, clf, data)
+        val_ds = None
+        if val_split and val_split != "none" and "maxboxacc" in names:
+            val_ds = build_dataset(data, val_split, img, n, reference=ref)
+        res = evaluate_sharded(explainer, clf, ds, batch_size=batch_size, val_dataset=val_ds, limit=limit,
+                               progress=not quiet, metrics=names, metric_workers=metric_workers)
+        res["explainer"] = method_label(method, explainer)
+    if not main:
+        return
+    typer.echo(format_table(res))
+    if out is not None:
+        write_json(out, json.loads(json.dumps(res, default=float)))
+        typer.echo(f"wrote {out}")
+    _exit_on_bad_samples([res])
+
+
+@app.command(epilog='Example: masksal benchmark --methods "masker:runs/demo/masker_ca,gradcam,rise:n_masks=500" '
+             "--limit 64")
+@errors()
+def benchmark(
+    methods: Annotated[str, typer.Option(help="Comma-separated method specs: masker:CKPT, gradcam, "
+                                         "'rise:n_masks=4000', ep, ... (options after ':', split by ';' "
+                                         "when several).")],
+    classifier: Annotated[str | None, typer.Option(help="Classifier checkpoint (default: the first masker's).")] = None,
+    data: DataOpt = "benchmark",
+    split: Annotated[str, typer.Option(help="Split to evaluate.")] = "test",
+    n: NumImagesOpt = 2000,
+    limit: Annotated[int | None, typer.Option(min=1, help="Evaluate at most N images per method.")] = None,
+    metrics: Annotated[str, typer.Option(help=METRIC_HELP)] = "le_om_f1,maxboxacc,pxap,sm",
+    batch_size: BatchOpt = 64,
+    device: DeviceOpt = "auto",
+    threads: ThreadsOpt = 0,
+    out: Annotated[Path, typer.Option(help="Output folder.")] = Path("runs/benchmark"),
+    scaling: ScalingOpt = "shared",
+    quiet: QuietOpt = False,
+) -> None:
+    """Compare saliency methods on one classifier and dataset: quality and speed in one table."""
+    import platform
+
+    import torch
+
+    from masksal.cli.specs import (
+        build_loader,
+        check_classes,
+        image_size_of,
+        load_method,
+        method_label,
+        reference_checkpoint,
+        resolve_classifier,
+    )
+    from masksal.devices import resolve_device
+    from masksal.evaluation import compare_methods, format_table, speed_table, write_outputs
+    from masksal.report.side_by_side import write_side_by_side
+    from masksal.training import dataset_classes
+    from masksal.types import collate
+
+    n_threads = set_threads(threads)
+    check_out_dir(out)
+    names = _metric_list(metrics)
+    specs = [m.strip() for m in methods.split(",") if m.strip()]
+    if not specs:
+        raise ValueError("--methods: name at least one method")
+    dev = resolve_device(device)
+    clf = resolve_classifier(classifier, specs, dev)
+    loaded = []
+    for spec in specs:
+        e = load_method(spec, clf, dev)
+        loaded.append((method_label(spec, e), e))
+    size = image_size_of(classifier, specs)
+    ds, loader = build_loader(data, split, size, n, batch_size, reference=reference_checkpoint(classifier, specs))
+    check_classes(ds, clf, data)
+    rows = compare_methods(loaded, clf, loader, metrics=names, limit=limit, progress=not quiet)
+    name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else \
+        f"CPU {platform.machine()}, {n_threads} threads"
+    paths = write_outputs(rows, out, {"device": name, "methods": specs, "data": data, "split": split,
+                                      "limit": limit, "image_size": size})
+    sample = collate([ds[i] for i in range(min(8, len(ds)))]).to(dev)  # type: ignore[arg-type]
+    page = write_side_by_side(loaded, sample, out / "side_by_side.html", classifier=clf,
+                              class_names=dataset_classes(ds) or None, scaling=scaling.replace("-", "_"))
+    typer.echo(format_table(rows))
+    typer.echo("")
+    typer.echo(speed_table(rows))
+    typer.echo(f"wrote {paths['markdown']}, {paths['json']} and {page}")
+    _exit_on_bad_samples(rows)
+
+
+@data_app.command("export", epilog="Example: masksal data export --out runs/wsol --num-images 500")
+@errors()
+def data_export(
+    out: Annotated[Path, typer.Option(help="Folder to write the wsolevaluation layout into.")],
+    split: Annotated[str, typer.Option(help="train, val or test.")] = "test",
+    n: NumImagesOpt = 2000,
+    size: Annotated[int, typer.Option(min=32, max=224, help="Image side in pixels (32-224).")] = 64,
+    seed: Annotated[int, typer.Option(help="Generator seed.")] = 0,
+) -> None:
+    """Write the built-in benchmark in the wsolevaluation metadata layout (images, boxes, masks)."""
+    from masksal.data.benchmark import BenchmarkDataset
+    from masksal.data.export import export_wsol
+
+    check_out_dir(out)
+    ds = BenchmarkDataset(split=split, n=n, size=size, seed=seed)
+    export_wsol(ds, out, split=split)
+    typer.echo(f"wrote {n} {split} images to {out}")

@@ -1,0 +1,126 @@
+"""Command-line specs: method specs to explainers, data specs to datasets and loaders.
+
+A method spec is a registered method with options, ``gradcam``, ``rise:n_masks=500``, or a
+trained masker, ``masker:CHECKPOINT`` (a checkpoint directory alone also reads as a masker);
+see :func:`masksal.explainers.parse_method_spec`. A data spec is ``benchmark`` or one of
+:func:`masksal.data.load_dataset`'s (``imagefolder:DIR``, ``wsol:META:IMAGES``...).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from masksal.checkpoint import is_checkpoint, load_classifier, load_config_of, read_meta
+from masksal.classifiers import Classifier
+from masksal.config import DataConfig
+from masksal.explainers.base import SupportsExplain
+from masksal.types import collate
+
+
+def is_masker_spec(spec: str) -> bool:
+    return spec.startswith("masker:") or is_checkpoint(spec)
+
+
+def masker_path(spec: str) -> Path:
+    return Path(spec.removeprefix("masker:"))
+
+
+def load_method(spec: str, classifier: Classifier | None, device: str | torch.device = "cpu") -> SupportsExplain:
+    """The explainer named by ``spec``; registry methods explain ``classifier``.
+
+    A masker checkpoint brings its own classifier; when ``classifier`` is given as well it must be
+    that classifier, or (for a masker trained alongside its classifier, CA) the classifier the
+    masker started from: the maps then still come from the masker's co-trained copy, and the
+    metrics that run a classifier (top-1, OM, SM, deletion / insertion) use the given one, as the
+    paper's scorer does.
+    """
+    from masksal.explainers import create_explainer, parse_method_spec
+
+    if is_masker_spec(spec):
+        path = masker_path(spec)
+        explainer = create_explainer("masker", classifier, checkpoint=path, device=device)
+        explainer.name = f"masker:{path.name}"
+        return explainer
+    name, options = parse_method_spec(spec)
+    if classifier is None and name not in ("centre", "random"):
+        raise ValueError(f"method {spec!r} needs a classifier: pass --classifier CHECKPOINT")
+    return create_explainer(name, classifier, **options)
+
+
+def method_label(spec: str, explainer: Any) -> str:
+    """How a table names the method: ``masker:<folder>`` for a masker, else the spec."""
+    name = str(getattr(explainer, "name", ""))
+    return name if name.startswith("masker:") else spec
+
+
+def load_evaluated(method: str, classifier: str | None, device: torch.device
+                   ) -> tuple[SupportsExplain, Classifier, int, Path | DataConfig | None]:
+    """``(explainer, classifier, image size, data reference)`` for ``evaluate``, each file read once:
+    a masker without ``--classifier`` brings its classifier, image size and training data."""
+    if classifier is None and is_masker_spec(method):
+        explainer = load_method(method, None, device)
+        info = dict(getattr(explainer, "info", {}))
+        cfg = info.get("config")
+        return (explainer, explainer.classifier, int(info.get("image_size", 224)),  # type: ignore[attr-defined]
+                cfg.data if cfg is not None else masker_path(method))
+    clf = resolve_classifier(classifier, [method], device)
+    explainer = load_method(method, clf, device)
+    return explainer, clf, image_size_of(classifier, [method]), reference_checkpoint(classifier, [method])
+
+
+def resolve_classifier(classifier: str | None, methods: list[str], device: str | torch.device) -> Classifier:
+    """The classifier to evaluate: ``--classifier`` if given, else the first masker's."""
+    if classifier is not None:
+        return load_classifier(classifier, device=device)
+    for spec in methods:
+        if is_masker_spec(spec):
+            return load_classifier(masker_path(spec), device=device)
+    raise ValueError("no classifier: pass --classifier CHECKPOINT (or a masker:CHECKPOINT method)")
+
+
+def reference_checkpoint(classifier_ckpt: str | None, methods: list[str]) -> Path | None:
+    """The checkpoint whose training data describe the evaluation data (size, benchmark families)."""
+    for spec in ([classifier_ckpt] if classifier_ckpt else []) + [m for m in methods if is_masker_spec(m)]:
+        return masker_path(spec)
+    return None
+
+
+def image_size_of(classifier_ckpt: str | None, methods: list[str]) -> int:
+    """The input size the classifier was trained at (from its checkpoint; 224 without one)."""
+    ref = reference_checkpoint(classifier_ckpt, methods)
+    return read_meta(ref).image_size if ref is not None else 224
+
+
+def build_dataset(data: str, split: str, size: int, n: int, reference: Path | DataConfig | None = None) -> Dataset:
+    """A dataset from a data spec; for the built-in benchmark, the families and seed the
+    ``reference`` (a checkpoint, or its data config) was trained on, so labels mean the same classes."""
+    if data == "benchmark":
+        from masksal.data.benchmark import BenchmarkDataset
+
+        kw: dict[str, Any] = {}
+        if reference is not None:
+            dcfg = reference if isinstance(reference, DataConfig) else load_config_of(reference).data
+            if dcfg.dataset == "benchmark":
+                kw = {"families": tuple(dcfg.families), "seed": dcfg.seed, "max_distractors": dcfg.max_distractors}
+        return BenchmarkDataset(split=split, n=n, size=size, **kw)
+    from masksal.data import load_dataset
+
+    return load_dataset(data, split=split, size=size)
+
+
+def build_loader(data: str, split: str, size: int, n: int, batch_size: int, num_workers: int = 0,
+                 reference: Path | DataConfig | None = None) -> tuple[Dataset, DataLoader]:
+    """A dataset (see :func:`build_dataset`) and its loader of :class:`~masksal.types.Batch`."""
+    ds = build_dataset(data, split, size, n, reference)
+    return ds, DataLoader(ds, batch_size=batch_size, collate_fn=collate, num_workers=num_workers)
+
+
+def check_classes(ds: Dataset, classifier: Classifier, data: str) -> None:
+    """A one-line error when the dataset has more classes than the classifier predicts."""
+    n = getattr(ds, "num_classes", None)
+    if n and classifier.num_classes > 0 and int(n) > classifier.num_classes:
+        raise ValueError(f"data {data!r} has {n} classes but the classifier predicts {classifier.num_classes}")
