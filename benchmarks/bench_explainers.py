@@ -8,8 +8,15 @@ default (RISE 500 masks, 50 MP and 20 EP steps, 16 IG steps, 10 SmoothGrad sampl
 SmoothGrad 50 samples: minutes per batch on a CPU). The settings of every method are recorded in
 the JSON. Prints a table and writes JSON.
 
+A last section times Extremal Perturbation's optimisation step with its smooth max mask built by
+the current code and by the former one (``_smooth_max_mask_reference``), in turn, at each
+``--ep-size`` (one image, one area, paper settings otherwise; the time per step includes the blur
+pyramid, built once per call), and the mask builder alone (forward and backward);
+``--ep-steps 0`` skips it.
+
     python benchmarks/bench_explainers.py [--paper] [--methods gradcam rise:n_masks=100] \\
-        [--size 64] [--batch 64] [--repeats 5] [--threads N] [--out runs/bench/explainers.json]
+        [--size 64] [--batch 64] [--repeats 5] [--threads N] [--ep-size 64 224] [--ep-steps 10] \\
+        [--out runs/bench/explainers.json]
 """
 
 from __future__ import annotations
@@ -28,8 +35,9 @@ from typing import Any
 import torch
 from captum.attr import LayerAttribution, LayerGradCam
 
-from masksal.classifiers import create_classifier
-from masksal.explainers import create_explainer, parse_method_spec
+from masksal.classifiers import Classifier, create_classifier
+from masksal.explainers import ExtremalPerturbation, SmoothMaxMask, create_explainer, parse_method_spec
+from masksal.explainers.extremal_perturbation import _smooth_max_mask_reference
 
 SMALL: dict[str, dict[str, Any]] = {
     "gradcam": {},
@@ -79,6 +87,44 @@ def settings_of(explainer: object) -> dict[str, Any]:
     return {k: v for k, v in vars(explainer).items() if not k.startswith("_") and isinstance(v, plain)}
 
 
+def ep_mask_comparison(clf: Classifier, size: int, steps: int, repeats: int, dev: torch.device) -> dict[str, Any]:
+    """Extremal Perturbation's step time with the current and the former mask builder, in turn."""
+    ep = ExtremalPerturbation(clf, areas=0.1, iterations=steps)
+    x = torch.rand(1, 3, size, size, device=dev)
+    y = torch.zeros(1, dtype=torch.long, device=dev)
+    generator = ep.mask_generator(size, size, dev)
+    current = SmoothMaxMask.__call__
+
+    def former(self: SmoothMaxMask, params: torch.Tensor) -> torch.Tensor:
+        return _smooth_max_mask_reference(self, params)
+
+    def run(builder: Callable[[SmoothMaxMask, torch.Tensor], torch.Tensor]) -> torch.Tensor:
+        SmoothMaxMask.__call__ = builder  # type: ignore[method-assign]
+        try:
+            return ep.explain(x, y)
+        finally:
+            SmoothMaxMask.__call__ = current  # type: ignore[method-assign]
+
+    def mask_step(builder: Callable[[SmoothMaxMask, torch.Tensor], torch.Tensor]) -> None:
+        params = torch.rand(1, 1, *generator.grid_shape, device=dev, requires_grad=True)
+        builder(generator, params).square().sum().backward()
+
+    maps = {"current": run(current), "former": run(former)}  # also the warm-up
+    timings: dict[str, list[float]] = {"current": [], "former": []}
+    mask_timings: dict[str, list[float]] = {"current": [], "former": []}
+    for _ in range(repeats):
+        for name, builder in (("current", current), ("former", former)):
+            timings[name].append(time_call(lambda b=builder: run(b), dev) / steps)
+            mask_timings[name].append(time_call(lambda b=builder: mask_step(b), dev))
+    step = {k: statistics.median(v) for k, v in timings.items()}
+    mask = {k: statistics.median(v) for k, v in mask_timings.items()}
+    return {"size": size, "steps_timed": steps, "repeats": repeats, "grid": list(generator.grid_shape),
+            "canvas": list(generator.canvas_shape), "step_seconds": step, "mask_seconds": mask,
+            "step_speedup": step["former"] / step["current"], "mask_speedup": mask["former"] / mask["current"],
+            "mask_share_of_step": {k: mask[k] / step[k] for k in step},
+            "max_abs_map_difference": float((maps["current"] - maps["former"]).abs().max())}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     ap.add_argument("--methods", nargs="+", default=None,
@@ -91,6 +137,9 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--ep-size", type=int, nargs="+", default=[64, 224],
+                    help="image sizes of the Extremal Perturbation section")
+    ap.add_argument("--ep-steps", type=int, default=10, help="EP steps per timed run (0: skip the section)")
     ap.add_argument("--out", default="runs/bench/explainers.json")
     args = ap.parse_args()
     if args.threads:
@@ -171,11 +220,25 @@ def main() -> None:
                     f"{r['speedup_over_captum_layergradcam']:.2f}x captum)"
         print(f"{r['method']:34s} {r['maps_per_s']:10.1f} {r['seconds_per_batch']:9.3f}  "
               f"{r['maps_per_s'] * t_fwd / args.batch:6.3f}x{extra}")
+    ep_section = []
+    for ep_size in args.ep_size if args.ep_steps > 0 else []:
+        sec = ep_mask_comparison(clf, ep_size, args.ep_steps, args.repeats, dev)
+        ep_section.append(sec)
+        st, mk = sec["step_seconds"], sec["mask_seconds"]
+        print(f"\nExtremal Perturbation at {ep_size} px, one image, median of {args.repeats} runs of "
+              f"{args.ep_steps} steps, current vs former mask builder (in turn):")
+        print(f"  step: {1000 * st['current']:.1f} ms vs {1000 * st['former']:.1f} ms "
+              f"({sec['step_speedup']:.2f}x); mask forward + backward alone: "
+              f"{1000 * mk['current']:.1f} ms vs {1000 * mk['former']:.1f} ms ({sec['mask_speedup']:.1f}x); "
+              f"mask share of the step {100 * sec['mask_share_of_step']['current']:.0f}% vs "
+              f"{100 * sec['mask_share_of_step']['former']:.0f}%; maps differ by at most "
+              f"{sec['max_abs_map_difference']:.1e}")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"device": device_name, "torch": torch.__version__, "args": vars(args),
                                "settings": "paper" if args.paper else "small",
-                               "load_average_1min": [load_before[0], load_after[0]], "rows": rows}, indent=2))
+                               "load_average_1min": [load_before[0], load_after[0]], "rows": rows,
+                               "extremal_perturbation_mask": ep_section}, indent=2))
     print(f"wrote {out}")
 
 

@@ -10,6 +10,7 @@ import torch
 from masksal.classifiers import Classifier, create_classifier
 from masksal.explainers import ExtremalPerturbation, MeaningfulPerturbation, SmoothMaxMask
 from masksal.explainers._common import at_resolution, gaussian_blur
+from masksal.explainers.extremal_perturbation import _smooth_max_mask_reference
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -41,6 +42,38 @@ def test_smooth_max_mask_single_point_and_constant() -> None:
     ones = g.crop(g(torch.ones(1, 1, 22, 22)))
     assert ones.shape == (1, 1, 32, 32) and float(ones.min()) > 0.98 and float(ones.max()) <= 1.0
     assert float(g(torch.zeros(1, 1, 22, 22)).abs().max()) == 0.0
+
+
+@pytest.mark.parametrize(("h", "w", "step", "sigma"), [(32, 32, 2, 6.0), (37, 23, 3, 5.0), (16, 20, 1, 2.5),
+                                                    (20, 20, 7, 21.0)])
+@pytest.mark.parametrize("kind", ["uniform", "binary"])
+def test_smooth_max_mask_equals_the_reference_implementation(h: int, w: int, step: int, sigma: float,
+                                                             kind: str) -> None:
+    # The per-place pooling with its hand-written backward pass against the former pixel-level
+    # softmax (autograd): same masks and same parameter gradients, to float tolerance. Canvas
+    # sizes that are not a multiple of the step included.
+    g = SmoothMaxMask(h, w, step=step, sigma=sigma)
+    gen = torch.Generator().manual_seed(h * w + step)
+    params = torch.rand(3, 1, *g.grid_shape, generator=gen)
+    if kind == "binary":
+        params = (params > 0.7).float()
+    fast, ref = params.clone().requires_grad_(), params.clone().requires_grad_()
+    m_fast, m_ref = g(fast), _smooth_max_mask_reference(g, ref)
+    assert m_fast.shape == m_ref.shape == (3, 1, *g.canvas_shape)
+    torch.testing.assert_close(m_fast, m_ref, rtol=1e-5, atol=1e-6)
+    if kind == "binary":
+        return  # pooled values of exactly 1 sit on the clamp's kink: its gradient is a coin flip there
+    weight = torch.rand(m_ref.shape, generator=gen)
+    (m_fast * weight).sum().backward()
+    (m_ref * weight).sum().backward()
+    assert fast.grad is not None and ref.grad is not None
+    torch.testing.assert_close(fast.grad, ref.grad, rtol=1e-4, atol=1e-5 * float(ref.grad.abs().max()))
+
+
+def test_smooth_max_mask_gradient_is_the_derivative() -> None:
+    g = SmoothMaxMask(6, 5, step=2, sigma=2.0)
+    params = (0.1 + 0.8 * torch.rand(2, 1, *g.grid_shape, generator=torch.Generator().manual_seed(3))).double()
+    assert torch.autograd.gradcheck(g, (params.requires_grad_(),))
 
 
 def test_blur_pyramid_interpolation(clf: Classifier) -> None:

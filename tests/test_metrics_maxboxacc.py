@@ -8,8 +8,12 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from masksal.metrics import LocalizationError, MaxBoxAccuracy, resize_maps
+from masksal.metrics._levelboxes import contour_boxes
+from masksal.metrics.maxboxacc import NUM_LEVELS, _best_iou_per_level_opencv
 from masksal.types import Batch
 
 
@@ -249,6 +253,9 @@ def test_vectorized_sweep_equals_the_per_threshold_procedure() -> None:
                      for _ in range(n)])
     maps[2] = rng.random((size, size))  # pixel noise: many contours, holes, ties in contour area
     maps[3] = 0.25  # constant
+    # Four values in 5 x 5 blocks: plateaus (ties), holes and islands in holes.
+    blocks = rng.integers(0, 4, (8, 8)).astype(np.float64)
+    maps[4] = cv2.resize(blocks, (size, size), interpolation=cv2.INTER_NEAREST) / 3
     gts = []
     for _ in range(n):
         k = int(rng.integers(1, 4))
@@ -269,3 +276,138 @@ def test_coarser_threshold_grid() -> None:
     assert len(metric.thresholds) == 100
     metric.update(region_map(16, (4, 4, 9, 9))[None], make_batch([[[4, 4, 10, 10]]]))
     assert metric.compute()["maxboxacc"] == 100.0
+
+
+def test_v1_takes_the_largest_polygon_area_not_the_most_pixels() -> None:
+    # A 10-pixel line (polygon area 0) and a 3 x 3 square (9 pixels, area 4): v1 takes the square.
+    m = region_map(16, (0, 1, 9, 1), (10, 10, 12, 12))[None]
+    assert run(m, make_batch([[[10, 10, 13, 13]]]))["maxboxacc"] == 100.0
+    assert run(m, make_batch([[[0, 1, 10, 2]]]))["maxboxacc"] == 0.0
+
+
+def test_v1_ties_go_to_the_component_found_last_in_raster_order() -> None:
+    # Two equal squares: OpenCV lists top-level contours last-found first and max() keeps the
+    # first of equal areas, so v1 is the lower square's box.
+    m = region_map(16, (1, 1, 3, 3), (9, 9, 11, 11))[None]
+    assert run(m, make_batch([[[9, 9, 12, 12]]]))["maxboxacc"] == 100.0
+    assert run(m, make_batch([[[1, 1, 4, 4]]]))["maxboxacc"] == 0.0
+    # Same row: the right one is found last.
+    m = region_map(16, (1, 5, 3, 7), (9, 5, 11, 7))[None]
+    assert run(m, make_batch([[[9, 5, 12, 8]]]))["maxboxacc"] == 100.0
+
+
+def test_v2_counts_an_island_inside_a_hole() -> None:
+    # A ring 1..14 with a hole 4..11 and an island 7..8 in it: three contours; the island's box
+    # (7, 7, 9, 9) is exactly the GT. v1 is the ring's outer contour.
+    m = region_map(16, (1, 1, 14, 14))
+    m[4:12, 4:12] = 0
+    m[7:9, 7:9] = 1
+    out = run(m[None], make_batch([[[7, 7, 9, 9]]]))
+    assert out["maxboxacc_v2_iou70"] == 100.0 and out["maxboxacc"] == 0.0
+
+
+def random_map(kind: str, h: int, w: int, seed: int) -> np.ndarray:
+    """A normalized float64 map: pixel noise, smooth (bicubic), tied (few values), binary or constant."""
+    rng = np.random.default_rng(seed)
+    if kind == "noise":
+        m = rng.random((h, w))
+    elif kind == "smooth":
+        m = cv2.resize(rng.random((int(rng.integers(2, 7)), int(rng.integers(2, 7)))), (w, h),
+                       interpolation=cv2.INTER_CUBIC)
+    elif kind == "tied":
+        m = rng.integers(0, int(rng.integers(2, 7)), (h, w)).astype(np.float64)
+    elif kind == "binary":
+        m = (rng.random((h, w)) < rng.random()).astype(np.float64)
+    else:
+        m = np.full((h, w), 0.3)
+    lo, hi = m.min(), m.max()
+    return np.zeros((h, w)) if hi == lo else (m - lo) / (hi - lo)
+
+
+KINDS = st.sampled_from(["noise", "smooth", "tied", "binary", "constant"])
+
+
+def opencv_boxes(u8: np.ndarray, level: int) -> tuple[list[tuple[int, ...]], tuple[int, ...]]:
+    """wsolevaluation's boxes at one level: every contour's, and the largest contour's."""
+    h, w = u8.shape
+    contours = cv2.findContours((u8 > level).view(np.uint8), cv2.RETR_TREE, cv2.CHAIN_APPROX_SIMPLE)[-2]
+    boxes = [tuple(b) for b in boxes_of(list(contours), h, w)]
+    return sorted(boxes), tuple(boxes_of([max(contours, key=cv2.contourArea)], h, w)[0])
+
+
+@settings(max_examples=150, deadline=None)
+@given(kind=KINDS, h=st.integers(1, 24), w=st.integers(1, 24), seed=st.integers(0, 2**32 - 1))
+def test_one_pass_boxes_equal_findcontours_at_every_level(kind: str, h: int, w: int, seed: int) -> None:
+    m = random_map(kind, h, w, seed)
+    u8 = (m * 255).astype(np.uint8)
+    levels = np.arange(int(u8.max()))
+    if len(levels) == 0:
+        return  # constant map: no foreground at any level (the fallback box, tested above)
+    got = contour_boxes(m, levels)
+    assert got.has_fg.all()
+    for i, level in enumerate(levels.tolist()):
+        all_boxes, largest = opencv_boxes(u8, level)
+        assert sorted(tuple(b) for b in got.v2_box[got.v2_level == i].tolist()) == all_boxes, level
+        assert tuple(got.v1_box[0, i].tolist()) == largest, level
+
+
+@settings(max_examples=40, deadline=None)
+@given(kinds=st.lists(KINDS, min_size=2, max_size=4), h=st.integers(1, 16), w=st.integers(1, 16),
+       seed=st.integers(0, 2**32 - 1))
+def test_stacked_maps_give_each_map_its_own_boxes(kinds: list[str], h: int, w: int, seed: int) -> None:
+    # Several maps in one pass (stacked one row apart) give what each gives alone, per level;
+    # levels at or above a map's maximum have no foreground.
+    maps = np.stack([random_map(kind, h, w, seed + i) for i, kind in enumerate(kinds)])
+    levels = np.arange(255)
+    got = contour_boxes(maps, levels)
+    for k, m in enumerate(maps):
+        u8 = (m * 255).astype(np.uint8)
+        for i, level in enumerate(levels.tolist()):
+            mine = got.v2_box[(got.v2_map == k) & (got.v2_level == i)]
+            if level >= u8.max():
+                assert not got.has_fg[k, i] and len(mine) == 0
+                continue
+            all_boxes, largest = opencv_boxes(u8, level)
+            assert got.has_fg[k, i]
+            assert sorted(tuple(b) for b in mine.tolist()) == all_boxes, (k, level)
+            assert tuple(got.v1_box[k, i].tolist()) == largest, (k, level)
+
+
+@settings(max_examples=150, deadline=None)
+@given(kind=KINDS, h=st.integers(1, 30), w=st.integers(1, 30), seed=st.integers(0, 2**32 - 1),
+       step=st.sampled_from([0.001, 0.01, 0.07]))
+def test_one_pass_equals_the_per_level_opencv_procedure(kind: str, h: int, w: int, seed: int, step: float) -> None:
+    m = random_map(kind, h, w, seed)
+    rng = np.random.default_rng(seed + 1)
+    k = int(rng.integers(1, 4))
+    x0, y0 = rng.integers(-2, w, k), rng.integers(-2, h, k)
+    gt = np.stack([x0, y0, x0 + rng.integers(0, w + 2, k), y0 + rng.integers(0, h + 2, k)], 1).astype(np.float64)
+    metric = MaxBoxAccuracy(threshold_step=step)
+    v1, v2 = metric._best_iou_per_level(m, gt)
+    r1, r2 = _best_iou_per_level_opencv(m, gt, metric._used_levels)
+    np.testing.assert_array_equal(v1, r1)
+    np.testing.assert_array_equal(v2, r2)
+
+
+def test_update_over_a_batch_equals_the_per_level_procedure() -> None:
+    # Many small maps (stacked in groups by update) and a few large ones, with several GT boxes.
+    rng = np.random.default_rng(5)
+    for size, n in ((20, 12), (70, 3)):
+        maps = np.stack([random_map(kind, size, size, int(rng.integers(1 << 30)))
+                         for kind in ("smooth", "noise", "tied", "binary", "constant", "smooth")[:n % 7 or 6]]
+                        + [random_map("smooth", size, size, int(rng.integers(1 << 30))) for _ in range(max(0, n - 6))])
+        gts = []
+        for _ in range(len(maps)):
+            k = int(rng.integers(1, 4))
+            x0, y0 = rng.integers(0, size - 4, (2, k))
+            gts.append(np.stack([x0, y0, x0 + rng.integers(1, size // 2, k), y0 + rng.integers(1, size // 2, k)], 1))
+        metric = MaxBoxAccuracy()
+        metric.update(torch.from_numpy(maps), make_batch([g.tolist() for g in gts], size=size))
+        hits1, hits2 = np.zeros((3, NUM_LEVELS)), np.zeros((3, NUM_LEVELS))
+        deltas = np.array(metric.iou_thresholds)[:, None]
+        for m, gt in zip(maps, gts, strict=True):
+            r1, r2 = _best_iou_per_level_opencv(m, gt.astype(np.float64), metric._used_levels)
+            hits1[:, metric._used_levels] += r1[metric._used_levels] >= deltas
+            hits2[:, metric._used_levels] += r2[metric._used_levels] >= deltas
+        np.testing.assert_array_equal(metric.state_dict()["hits_v1"], hits1)
+        np.testing.assert_array_equal(metric.state_dict()["hits_v2"], hits2)

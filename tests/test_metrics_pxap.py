@@ -7,8 +7,12 @@ import math
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from masksal.metrics import PixelAveragePrecision
+from masksal.metrics.base import minmax_normalize
+from masksal.metrics.pxap import _normalize
 from masksal.types import Batch
 
 
@@ -128,3 +132,53 @@ def test_invalid_inputs_raise() -> None:
     batch.masks = None
     with pytest.raises(ValueError, match="no pixel masks"):
         metric.update(torch.zeros(1, 4, 4), batch)
+
+
+@settings(max_examples=100, deadline=None)
+@given(step=st.sampled_from([0.001, 0.002, 0.01, 0.07, 0.3]), seed=st.integers(0, 2**32 - 1),
+       n_edges=st.integers(0, 40))
+def test_bin_index_equals_np_histogram_bins_including_values_on_the_edges(step: float, seed: int,
+                                                                          n_edges: int) -> None:
+    metric = PixelAveragePrecision(threshold_step=step)
+    rng = np.random.default_rng(seed)
+    scores = rng.random(200)
+    # Values exactly on bin edges (where s / step rounds the wrong way), 0 and 1.
+    edges = metric.edges[:-2]
+    scores[:n_edges] = edges[rng.integers(0, len(edges), n_edges)]
+    scores[-2:] = 0.0, 1.0
+    expected = np.searchsorted(metric.edges, scores, side="right") - 1
+    np.testing.assert_array_equal(metric.bin_index(scores), expected)
+    hist, _ = np.histogram(scores, bins=metric.edges)
+    np.testing.assert_array_equal(np.bincount(metric.bin_index(scores), minlength=len(hist)), hist)
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), ties=st.booleans())
+def test_batch_histograms_equal_the_reference_per_image_histograms(seed: int, ties: bool) -> None:
+    # wsolevaluation: per image, np.histogram of the object and of the background scores.
+    rng = np.random.default_rng(seed)
+    maps = rng.random((3, 9, 7))
+    if ties:
+        maps = np.round(maps * 4)
+    masks = rng.choice(np.array([0, 1, 255], dtype=np.uint8), size=(3, 9, 7))
+    metric = PixelAveragePrecision()
+    metric.update(torch.from_numpy(maps), make_batch(torch.from_numpy(masks)))
+    obj, bg = np.zeros(len(metric.edges) - 1), np.zeros(len(metric.edges) - 1)
+    for m, mask in zip(maps, masks, strict=True):
+        m = np.zeros_like(m) if m.max() == m.min() else (m - m.min()) / (m - m.min()).max()
+        obj += np.histogram(m[mask == 1], bins=metric.edges)[0]
+        bg += np.histogram(m[mask == 0], bins=metric.edges)[0]
+    state = metric.state_dict()
+    np.testing.assert_array_equal(state["hist_object"], obj)
+    np.testing.assert_array_equal(state["hist_background"], bg)
+
+
+def test_per_map_normalization_is_minmax_normalize_bit_for_bit() -> None:
+    rng = np.random.default_rng(2)
+    maps = rng.normal(size=(5, 7, 9)) * 1e3
+    maps[1] = 4.0  # constant
+    maps[2, 3, 3] = np.nan
+    maps[3] = np.round(maps[3])  # ties
+    expected = minmax_normalize(maps)
+    for m, e in zip(maps, expected, strict=True):
+        assert np.array_equal(_normalize(m.copy()), e)

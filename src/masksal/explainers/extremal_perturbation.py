@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
 
 from masksal.classifiers import Classifier
 from masksal.explainers._common import at_resolution, gaussian_blur
@@ -24,8 +26,13 @@ class SmoothMaxMask:
     flat-topped kernel ``k(z) = exp(-2 max(z - 1/2, 0)^2)``; grid points within
     ``1 + ceil(sigma / step)`` cells of the pixel's own cell are pooled. Kernel, radius, margin and
     coldness are those of TorchRay's ``MaskGenerator``; this implementation pools at pixel
-    resolution from precomputed weights. The margin puts the edge of the grid, where grid points
-    have fewer neighbours and the optimization treats them differently, outside the image.
+    resolution. The margin puts the edge of the grid, where grid points have fewer neighbours and
+    the optimization treats them differently, outside the image.
+
+    The kernel weight of neighbour ``k`` at a pixel depends only on the pixel's place in its cell,
+    so the weights are one ``(K, step, step)`` table, and the pooling runs a few places of the cell
+    at a time over all cells (:class:`_SmoothMaxPool`): small temporaries that stay in cache, and
+    an analytic backward pass instead of autograd through every intermediate.
 
     Args:
         height, width: image size in pixels.
@@ -41,38 +48,120 @@ class SmoothMaxMask:
             raise ValueError("step must be >= 1 and sigma > 0")
         self.image_shape = (height, width)
         self.coldness = coldness
+        self.step = step
+        self.sigma = sigma
         self.margin = round(sigma)
         self.radius = 1 + math.ceil(sigma / step)
         self.canvas_shape = (height + 2 * self.margin, width + 2 * self.margin)
         self.grid_shape = (math.ceil(self.canvas_shape[0] / step), math.ceil(self.canvas_shape[1] / step))
+        # weights[k, i, j]: kernel of neighbour cell k (row-major over the (2r + 1)^2 window, as
+        # F.unfold orders it) at the pixel (i, j) of a cell.
         offsets = torch.arange(-self.radius, self.radius + 1, device=device)
-
-        def axis(n: int) -> tuple[Tensor, Tensor]:
-            pixels = torch.arange(n, device=device)
-            home = pixels // step  # grid cell holding each pixel
-            centres = (home[None, :] + offsets[:, None]) * step + (step - 1) / 2
-            return home, pixels[None, :] - centres  # (n,), (2r+1, n) signed distances
-
-        self.home_y, dist_y = axis(self.canvas_shape[0])
-        self.home_x, dist_x = axis(self.canvas_shape[1])
-        dist = torch.sqrt(dist_y[:, None, :, None] ** 2 + dist_x[None, :, None, :] ** 2)
-        z = (dist / sigma - 0.5).clamp(min=0)
-        self.weights = torch.exp(-2 * z**2).reshape(-1, *self.canvas_shape)  # (K, Hc, Wc)
+        place = torch.arange(step, device=device)
+        dist = place[None, :] - (offsets[:, None] * step + (step - 1) / 2)  # (2r + 1, step)
+        z = (torch.sqrt(dist[:, None, :, None] ** 2 + dist[None, :, None, :] ** 2) / sigma - 0.5).clamp(min=0)
+        self.weights = torch.exp(-2 * z**2).reshape(-1, step, step)  # (K, step, step)
 
     def __call__(self, params: Tensor) -> Tensor:
         """``(N, 1, *grid_shape)`` parameters in [0, 1] -> ``(N, 1, *canvas_shape)`` masks in [0, 1]."""
         n = params.shape[0]
         side = 2 * self.radius + 1
-        neighbours = F.unfold(params, side, padding=self.radius).reshape(n, side * side, *self.grid_shape)
-        neighbours = neighbours.index_select(2, self.home_y).index_select(3, self.home_x)
-        a = neighbours * self.weights
-        mask = (a * torch.softmax(self.coldness * a, dim=1)).sum(dim=1, keepdim=True)
-        return mask.clamp(0, 1)
+        (gh, gw), s = self.grid_shape, self.step
+        neighbours = F.unfold(params, side, padding=self.radius).reshape(n, side * side, gh, gw)
+        pooled = _SmoothMaxPool.apply(neighbours, self.weights, self.coldness)  # (N, s, s, gh, gw)
+        mask = pooled.permute(0, 3, 1, 4, 2).reshape(n, 1, gh * s, gw * s)
+        return mask[..., :self.canvas_shape[0], :self.canvas_shape[1]].clamp(0, 1)
 
     def crop(self, masks: Tensor) -> Tensor:
         """The image part ``(..., H, W)`` of canvas masks ``(..., *canvas_shape)``."""
         m, (h, w) = self.margin, self.image_shape
         return masks[..., m:m + h, m:m + w]
+
+
+class _SmoothMaxPool(torch.autograd.Function):
+    """Softmax pooling ``sum_k a_k e^(c a_k) / sum_k e^(c a_k)`` with ``a_k = u_k w_k``, per place.
+
+    ``u``: ``(N, K, gh, gw)`` the K neighbour parameters of every cell; ``w``: ``(K, s, s)`` the
+    kernel weights at each place ``(i, j)`` of a cell. Output ``(N, s, s, gh, gw)``: the pooled
+    value of pixel ``(i, j)`` of every cell. Written by hand (not autograd through the softmax)
+    so that the ``K``-fold temporaries exist a few places at a time (about ``_BLOCK`` numbers);
+    the backward pass recomputes them from ``u``: ``d out / d a_k = e_k (1 + c (a_k - out)) /
+    sum_j e_j``.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, u: Tensor, w: Tensor, coldness: float) -> Tensor:
+        n, _, gh, gw = u.shape
+        s = w.shape[1]
+        places = w.reshape(w.shape[0], s * s, 1, 1)
+        # Exponents shifted by c * max_k u_k >= c * a_k (weights are at most 1, parameters in
+        # [0, 1]): no overflow, the same pooled value.
+        shift = (u.amax(dim=1) * coldness)[:, None, None]
+        out = u.new_empty(n, s * s, gh, gw)
+        norm = u.new_empty(n, s * s, gh, gw)
+        uu = u[:, :, None]
+        for p in _place_blocks(u, s):
+            a = uu * places[:, p]  # (N, K, places, gh, gw)
+            e = torch.exp(a * coldness - shift)
+            norm[:, p] = e.sum(dim=1)
+            out[:, p] = (a * e).sum(dim=1) / norm[:, p]
+        ctx.save_for_backward(u, w, out, norm, shift)
+        ctx.coldness = coldness
+        return out.reshape(n, s, s, gh, gw)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None]:
+        u, w, out, norm, shift = ctx.saved_tensors
+        c = ctx.coldness
+        s = w.shape[1]
+        places = w.reshape(w.shape[0], s * s, 1, 1)
+        grad_u = torch.zeros_like(u)
+        scale = grad.reshape(out.shape) / norm
+        uu = u[:, :, None]
+        for p in _place_blocks(u, s):
+            wp = places[:, p]
+            a = uu * wp
+            e = torch.exp(a * c - shift)
+            grad_a = e * ((a - out[:, None, p]) * c + 1) * scale[:, None, p]
+            grad_u += (grad_a * wp).sum(dim=2)
+        return grad_u, None, None
+
+
+_BLOCK = 1 << 18  # numbers per temporary of the pooling: small enough to stay in cache
+
+
+def _place_blocks(u: Tensor, s: int) -> list[slice]:
+    """Slices of the ``s * s`` places of a cell, each holding about ``_BLOCK`` pooled terms."""
+    per_place = u.numel()  # N * K * gh * gw terms per place
+    step = max(1, _BLOCK // max(1, per_place))
+    return [slice(p, min(p + step, s * s)) for p in range(0, s * s, step)]
+
+
+def _smooth_max_mask_reference(generator: SmoothMaxMask, params: Tensor) -> Tensor:
+    """The former pixel-resolution implementation of :class:`SmoothMaxMask` (autograd through a
+    softmax over a ``(N, K, *canvas_shape)`` tensor), kept as the reference for tests and the
+    benchmark. Same arguments and result as ``generator(params)``, to float tolerance."""
+    step, r = generator.step, generator.radius
+    offsets = torch.arange(-r, r + 1, device=params.device)
+
+    def axis(n: int) -> tuple[Tensor, Tensor]:
+        pixels = torch.arange(n, device=params.device)
+        home = pixels // step  # grid cell holding each pixel
+        centres = (home[None, :] + offsets[:, None]) * step + (step - 1) / 2
+        return home, pixels[None, :] - centres  # (n,), (2r+1, n) signed distances
+
+    home_y, dist_y = axis(generator.canvas_shape[0])
+    home_x, dist_x = axis(generator.canvas_shape[1])
+    dist = torch.sqrt(dist_y[:, None, :, None] ** 2 + dist_x[None, :, None, :] ** 2)
+    z = (dist / generator.sigma - 0.5).clamp(min=0)
+    weights = torch.exp(-2 * z**2).reshape(-1, *generator.canvas_shape)  # (K, Hc, Wc)
+    n, side = params.shape[0], 2 * r + 1
+    neighbours = F.unfold(params, side, padding=r).reshape(n, side * side, *generator.grid_shape)
+    neighbours = neighbours.index_select(2, home_y).index_select(3, home_x)
+    a = neighbours * weights
+    mask = (a * torch.softmax(generator.coldness * a, dim=1)).sum(dim=1, keepdim=True)
+    return mask.clamp(0, 1)
 
 
 class ExtremalPerturbation(Explainer):

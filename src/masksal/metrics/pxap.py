@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from torch import Tensor
 
-from masksal.metrics.base import Metric, NanPolicy, check_maps, check_masks, minmax_normalize
+from masksal.metrics.base import Metric, NanPolicy, check_maps, check_masks
 from masksal.types import Batch
 
 
@@ -54,16 +54,40 @@ class PixelAveragePrecision(Metric):
 
     def update(self, maps: Tensor, batch: Batch) -> None:
         """Accumulate a batch (see the class docstring for shapes)."""
-        arr = minmax_normalize(check_maps(maps, batch, nan=self.nan_maps, metric=self.name))
+        arr = check_maps(maps, batch, nan=self.nan_maps, metric=self.name)  # checks: once per batch
         masks = check_masks(batch, self.name)
         nbins = len(self.edges) - 1
-        for key, value in (("hist_object", 1), ("hist_background", 0)):
-            scores = arr[masks == value]
-            # Same bins as np.histogram(scores, bins=edges): [e_i, e_i+1), values in [0, 1] never
-            # reach the closed last edge; searchsorted + bincount avoids np.histogram's sort.
-            idx = np.searchsorted(self.edges, scores, side="right") - 1
-            self._state[key] += np.bincount(np.clip(idx, 0, nbins - 1), minlength=nbins)
+        # One histogram of (pixel class, bin) per map (its temporaries stay in cache): mask & 3
+        # is 0 for background, 1 for object, 3 for ignore (255), so background bins come first,
+        # then object bins; the ignore bins are dropped.
+        counts = np.zeros(4 * nbins, dtype=np.int64)
+        for m, mask in zip(arr, masks, strict=True):
+            key = self.bin_index(_normalize(m))
+            key += (mask & 3).astype(np.intp) * nbins
+            counts += np.bincount(key.ravel(), minlength=4 * nbins)
+        self._state["hist_background"] += counts[:nbins]
+        self._state["hist_object"] += counts[nbins:2 * nbins]
         self._state["count"] += arr.shape[0]
+
+    def bin_index(self, scores: np.ndarray) -> np.ndarray:
+        """The histogram bin of each score: ``i`` with ``edges[i] <= s < edges[i + 1]``.
+
+        The same bins as ``np.histogram(scores, bins=edges)`` for scores in [0, 1] (they never
+        reach the closed last edge), without its sort or a binary search: ``s * (1 / step)`` lands
+        within one bin of the right one, and comparing with the two edges around it settles it.
+
+        Args:
+            scores: float64 array of normalized scores in [0, 1].
+
+        Returns:
+            int64 array of the same shape, values in ``[0, len(edges) - 2]``.
+        """
+        last = len(self.edges) - 3  # the bin [1, 2)
+        idx = (scores * (1.0 / self.threshold_step)).astype(np.intp)
+        np.minimum(idx, last, out=idx)
+        idx -= scores < self.edges.take(idx)
+        idx += scores >= self.edges.take(idx + 1)
+        return idx
 
     def precision_recall(self) -> tuple[np.ndarray, np.ndarray]:
         """Precision and recall at every threshold, from the highest threshold down.
@@ -90,3 +114,15 @@ class PixelAveragePrecision(Metric):
         predicted = (tp + fp) != 0
         terms = precision[1:] * np.diff(recall)
         return {"pxap": 100.0 * float(terms[predicted[1:]].sum())}
+
+
+def _normalize(m: np.ndarray) -> np.ndarray:
+    """:func:`masksal.metrics.base.minmax_normalize` for one map, bit for bit, in two passes (a
+    NaN map shows in its minimum, so it needs no pass of its own)."""
+    lo = m.min()
+    d = m - lo
+    hi = d.max()
+    if np.isnan(lo) or hi == 0:
+        return np.zeros_like(m)
+    d /= hi
+    return d
