@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 import torch
-from masksal.benchmarking import side_by_side
+from masksal.report.side_by_side import write_side_by_side as side_by_side
 from torch.utils.data import DataLoader
 
 from masksal.classifiers import create_classifier

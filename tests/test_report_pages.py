@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from masksal.benchmarking import side_by_side
+from masksal.report.side_by_side import write_side_by_side as side_by_side
 from PIL import Image
 
 from masksal.classifiers import create_classifier
