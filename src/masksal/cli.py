@@ -1,4 +1,4 @@
-"""Command line: ``masksal demo | train-classifier | train | explain | evaluate | data export``."""
+"""Command line: ``masksal demo | train-classifier | train | explain | evaluate | data export | export``."""
 
 from __future__ import annotations
 
@@ -141,27 +141,46 @@ def train(
 def explain(
     checkpoint: Annotated[Path, typer.Argument(help="Masker checkpoint directory.")],
     inputs: Annotated[list[Path], typer.Argument(help="Image files and/or folders (searched recursively).")],
-    out: Annotated[Path, typer.Option(help="Folder for the .npy maps and overlay PNGs.")],
+    out: Annotated[Path, typer.Option(help="Folder for the maps and overlays (inputs' layout mirrored).")],
+    format_: Annotated[str, typer.Option(
+        "--format", help="Maps as npy (float32), npz (float16, compressed) or png (8-bit).")] = "npy",
+    overlay: Annotated[bool, typer.Option("--overlay/--no-overlay", help="Also write an overlay picture.")] = True,
+    overlay_format: Annotated[str, typer.Option(help="Overlay as png or jpg (smaller, faster, lossy).")] = "png",
+    max_overlay_side: Annotated[int, typer.Option(
+        help="Longest overlay side in pixels (larger images are shown downscaled); 0: the image's size.")] = 2048,
     batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 32,
+    workers: Annotated[int, typer.Option(help="Threads decoding and writing files (0: up to 4).")] = 0,
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:1, ...")] = "cpu",
     quiet: QuietOpt = False,
 ) -> None:
-    """Write a saliency map (.npy, at the image's own resolution) and an overlay PNG for each image."""
+    """Write a saliency map (at the image's own resolution) and an overlay for each image.
+
+    Outputs are named after the input with its suffix: cat.png -> cat.png.npy, cat.png.overlay.png.
+    """
     from masksal.checkpoint import load_masker, read_meta
-    from masksal.explain import explain_files
+    from masksal.explain_files import MAP_FORMATS, OVERLAY_FORMATS, explain_files
 
     def report(msg: str) -> None:
         typer.echo(f"skipped: {msg}", err=True)
 
+    if format_ not in MAP_FORMATS:
+        _fail(f"--format must be one of {', '.join(MAP_FORMATS)}, got {format_!r}")
+    if overlay_format not in OVERLAY_FORMATS:
+        _fail(f"--overlay-format must be one of {', '.join(OVERLAY_FORMATS)}, got {overlay_format!r}")
+    for name, value, least in (("--batch-size", batch_size, 1), ("--workers", workers, 0),
+                               ("--max-overlay-side", max_overlay_side, 0)):
+        if value < least:
+            _fail(f"{name} must be at least {least}, got {value}")
     try:
         masker = load_masker(checkpoint, device=device)
         size = read_meta(checkpoint).image_size
         res = explain_files(masker, list(inputs), out, size, batch_size, device, progress=not quiet,
-                            on_error=report)
+                            on_error=report, map_format=format_, overlay=overlay,  # type: ignore[arg-type]
+                            overlay_format=overlay_format, max_overlay_side=max_overlay_side or None,  # type: ignore[arg-type]
+                            workers=workers or None)
     except USER_ERRORS as e:
         _fail(str(e))
-    n = len(res.written) // 2
-    typer.echo(f"{n} image(s) explained into {out}; {len(res.failed)} failed")
+    typer.echo(f"{len(res.explained)} image(s) explained into {out}; {len(res.failed)} failed")
     if res.failed:
         raise typer.Exit(1)
 
@@ -456,6 +475,41 @@ def sanity(
         raise typer.Exit(130) from None
     except USER_ERRORS as e:
         _fail(str(e))
+
+
+@app.command("export")
+def export_cmd(
+    checkpoint: Annotated[Path, typer.Argument(help="Masker checkpoint directory.")],
+    out: Annotated[Path, typer.Option(help="File to write (e.g. masker.onnx, masker.pt).")],
+    format_: Annotated[str, typer.Option("--format", help="onnx (needs masksal[export]) or torchscript.")] = "onnx",
+    opset: Annotated[int, typer.Option(help="ONNX opset version.")] = 18,
+) -> None:
+    """Export the masker with its classifier as one graph: images -> (logits, maps), normalization inside.
+
+    Input "images": (B, 3, S, S) float32 RGB in [0, 1], any batch size B, S the checkpoint's image size.
+    Outputs "logits": (B, C); "maps": (B, S, S) in [0, 1]. Runs with onnxruntime or torch.jit.load alone.
+    """
+    from masksal.checkpoint import load_masker, read_meta
+    from masksal.export import EXPORT_FORMATS, export_masker, require
+
+    if format_ not in EXPORT_FORMATS:
+        _fail(f"--format must be one of {', '.join(EXPORT_FORMATS)}, got {format_!r}")
+    try:
+        if format_ == "onnx":  # before the checkpoint is loaded: a missing package fails at once
+            require("onnx")
+            require("onnxscript")
+        meta = read_meta(checkpoint)
+        masker = load_masker(checkpoint)
+    except USER_ERRORS as e:
+        _fail(str(e))
+    size = meta.image_size
+    try:
+        path = export_masker(masker, out, format_, image_size=size, opset=opset)  # type: ignore[arg-type]
+    except Exception as e:  # the exporters raise many types with pages of detail: one line here
+        first = (str(e).strip().splitlines() or [""])[0]
+        _fail(f"{checkpoint}: {format_} export to {out} failed ({type(e).__name__}: {first})", code=1)
+    typer.echo(f"wrote {path}: images (B, 3, {size}, {size}) in [0, 1] -> logits (B, {meta.classifier.num_classes}), "
+               f"maps (B, {size}, {size}) in [0, 1]")
 
 
 def main() -> None:
