@@ -119,3 +119,20 @@ def test_huge_image_outputs_have_the_right_shape(masker, tmp_path):
     half = np.load(tmp_path / "npz" / "big.png.npz")["map"]
     assert half.shape == (h, w) and half.dtype == np.float16
     assert Image.open(tmp_path / "npy" / "big.png.overlay.png").size == (667, 1000)  # longest side capped
+
+
+def test_a_failed_write_fails_that_image_only(masker, tmp_path):
+    _save(tmp_path / "in" / "a.png", 8)
+    _save(tmp_path / "in" / "b.png", 9)
+    (tmp_path / "o" / "a.png.npy").mkdir(parents=True)  # a folder where a's map should go
+    res = explain_files(masker, [tmp_path / "in"], tmp_path / "o", image_size=32, progress=False,
+                        on_error=lambda m: None)
+    assert [p.name for p in res.explained] == ["b.png"]
+    assert len(res.failed) == 1 and str(tmp_path / "o" / "a.png.npy") in res.failed[0] and "\n" not in res.failed[0]
+    assert (tmp_path / "o" / "b.png.npy").is_file() and not list((tmp_path / "o").rglob("*.partial"))
+
+
+def test_out_that_cannot_be_a_folder_is_refused_before_any_work(masker, tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ValueError, match=r"^--out .*file/o: cannot create the folder"):
+        explain_files(masker, [tmp_path], tmp_path / "file" / "o", image_size=32, progress=False)
