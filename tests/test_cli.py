@@ -35,7 +35,7 @@ def test_explain_reports_corrupt_image_and_fails(ckpts, tmp_path):
     r = runner.invoke(app, ["explain", str(ckpts / "m"), str(src), "--out", str(tmp_path / "o"), "--quiet"])
     assert r.exit_code == 1
     assert "skipped:" in r.output and "bad.jpg" in r.output
-    assert (tmp_path / "o" / "ok.npy").is_file() and (tmp_path / "o" / "ok_overlay.png").is_file()
+    assert (tmp_path / "o" / "ok.png.npy").is_file() and (tmp_path / "o" / "ok.png.overlay.png").is_file()
 
 
 def test_evaluate_writes_json(ckpts, tmp_path):

@@ -22,7 +22,6 @@ from typing import Any
 
 import pytest
 import torch
-from masksal.report.side_by_side import write_side_by_side as side_by_side
 from torch.utils.data import DataLoader
 
 from masksal.classifiers import create_classifier
@@ -31,6 +30,7 @@ from masksal.demo import write_demo_report
 from masksal.evaluation import evaluate
 from masksal.explainers import create_explainer
 from masksal.masker import Masker, MaskerNet
+from masksal.report.side_by_side import write_side_by_side as side_by_side
 from masksal.types import collate
 
 pytestmark = pytest.mark.usefixtures("one_thread")

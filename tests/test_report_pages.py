@@ -15,7 +15,6 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from masksal.report.side_by_side import write_side_by_side as side_by_side
 from PIL import Image
 
 from masksal.classifiers import create_classifier
@@ -25,6 +24,7 @@ from masksal.masker import Masker, MaskerNet
 from masksal.report.maps import GT_COLOUR, MAP_BOX_COLOUR, check_scaling, map_ranges
 from masksal.report.panels import picture, short_name, upscale_factor
 from masksal.report.plots import figure_to_array, training_figures
+from masksal.report.side_by_side import write_side_by_side as side_by_side
 from masksal.types import Batch
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -45,7 +45,8 @@ def test_a_kill_between_any_two_writes_leaves_a_loadable_resumable_checkpoint(tr
     train_masker(load_config(None, items), run, progress=False)
     longer = [*TINY, f"classifier.weights={trained['classifier']}", "masker_train.steps=4",
               "masker_train.checkpoint_every=100"]
-    proc = mp.get_context("fork").Process(target=_killed_save, args=(run, point, longer))
+    # spawn: a forked child of a process whose thread pools are running (OpenMP, onnxruntime) can fail
+    proc = mp.get_context("spawn").Process(target=_killed_save, args=(run, point, longer))
     proc.start()
     proc.join(120)
     assert proc.exitcode == 9  # killed at the point, not finished

@@ -1,4 +1,4 @@
-"""``masksal explain``: maps and overlays for image files and folders."""
+"""``masksal explain`` (maps and overlays for image files and folders) and ``masksal export``."""
 
 from __future__ import annotations
 
@@ -16,21 +16,36 @@ from masksal.cli.common import BatchOpt, DeviceOpt, QuietOpt, ThreadsOpt, errors
 def explain(
     checkpoint: Annotated[Path, typer.Argument(help="Masker checkpoint directory.")],
     inputs: Annotated[list[Path], typer.Argument(help="Image files and/or folders (searched recursively).")],
-    out: Annotated[Path, typer.Option(help="Folder for the .npy maps and overlay PNGs.")],
+    out: Annotated[Path, typer.Option(help="Folder for the maps and overlays (inputs' layout mirrored).")],
+    format_: Annotated[str, typer.Option(
+        "--format", help="Maps as npy (float32), npz (float16, compressed) or png (8-bit).")] = "npy",
+    overlay: Annotated[bool, typer.Option("--overlay/--no-overlay", help="Also write an overlay picture.")] = True,
+    overlay_format: Annotated[str, typer.Option(help="Overlay as png or jpg (smaller, faster, lossy).")] = "png",
+    max_overlay_side: Annotated[int, typer.Option(
+        min=0, help="Longest overlay side in pixels (larger images are shown downscaled); 0: the image's size.")
+    ] = 2048,
     batch_size: BatchOpt = 32,
+    workers: Annotated[int, typer.Option(min=0, help="Threads decoding and writing files (0: up to 4).")] = 0,
     device: DeviceOpt = "auto",
     threads: ThreadsOpt = 0,
     quiet: QuietOpt = False,
 ) -> None:
-    """Write a saliency map (.npy, at the image's own resolution) and an overlay PNG for each image."""
+    """Write a saliency map (at the image's own resolution) and an overlay for each image.
+
+    Outputs are named after the input with its suffix: cat.png -> cat.png.npy, cat.png.overlay.png.
+    """
     from masksal.checkpoint import load_masker
     from masksal.cli.common import check_out_dir
     from masksal.devices import resolve_device
-    from masksal.explain_files import explain_files
+    from masksal.explain_files import MAP_FORMATS, OVERLAY_FORMATS, explain_files
 
     def report(msg: str) -> None:
         typer.echo(f"skipped: {msg}", err=True)
 
+    if format_ not in MAP_FORMATS:
+        fail(f"--format must be one of {', '.join(MAP_FORMATS)}, got {format_!r}")
+    if overlay_format not in OVERLAY_FORMATS:
+        fail(f"--overlay-format must be one of {', '.join(OVERLAY_FORMATS)}, got {overlay_format!r}")
     set_threads(threads)
     check_out_dir(out)
     dev = resolve_device(device)
@@ -39,10 +54,47 @@ def explain(
         typer.echo(f"note: {checkpoint} was trained alongside its classifier (CA): the maps explain that co-trained "
                    "copy, which this checkpoint holds, not the classifier it started from", err=True)
     size = int(masker.info.get("image_size", 224))
-    res = explain_files(masker, list(inputs), out, size, batch_size, dev, progress=not quiet, on_error=report)
-    n = len(res.written) // 2
-    typer.echo(f"{n} image(s) explained into {out}; {len(res.failed)} failed")
+    res = explain_files(masker, list(inputs), out, size, batch_size, dev, progress=not quiet, on_error=report,
+                        map_format=format_, overlay=overlay,  # type: ignore[arg-type]
+                        overlay_format=overlay_format,  # type: ignore[arg-type]
+                        max_overlay_side=max_overlay_side or None, workers=workers or None)
+    typer.echo(f"{len(res.explained)} image(s) explained into {out}; {len(res.failed)} failed")
     if res.failed:
-        if n == 0:
+        if not res.explained:
             fail("no image could be explained", 1)
         raise typer.Exit(1)
+
+
+@app.command("export", epilog="Example: masksal export runs/demo/masker_ca --out masker.onnx")
+@errors()
+def export_cmd(
+    checkpoint: Annotated[Path, typer.Argument(help="Masker checkpoint directory.")],
+    out: Annotated[Path, typer.Option(help="File to write (e.g. masker.onnx, masker.pt).")],
+    format_: Annotated[str, typer.Option(
+        "--format", help="onnx (needs the export extra: onnx, onnxscript, onnxruntime) or torchscript.")] = "onnx",
+    opset: Annotated[int, typer.Option(min=7, help="ONNX opset version.")] = 18,
+) -> None:
+    """Export the masker with its classifier as one graph: images -> (logits, maps), normalization inside.
+
+    Input "images": (B, 3, S, S) float32 RGB in [0, 1], any batch size B, S the checkpoint's image size.
+    Outputs "logits": (B, C); "maps": (B, S, S) in [0, 1]. Runs with onnxruntime or torch.jit.load alone.
+    """
+    from masksal.checkpoint import load_masker
+    from masksal.cli.common import check_out_file
+    from masksal.export import EXPORT_FORMATS, export_masker, require
+
+    if format_ not in EXPORT_FORMATS:
+        fail(f"--format must be one of {', '.join(EXPORT_FORMATS)}, got {format_!r}")
+    check_out_file(out)
+    if format_ == "onnx":  # before the checkpoint is loaded: a missing package fails at once
+        require("onnx")
+        require("onnxscript")
+    masker = load_masker(checkpoint)
+    size = int(masker.info.get("image_size", 224))
+    try:
+        path = export_masker(masker, out, format_, image_size=size, opset=opset)  # type: ignore[arg-type]
+    except Exception as e:  # the exporters raise many types with pages of detail: one line here
+        first = (str(e).strip().splitlines() or [""])[0]
+        fail(f"{checkpoint}: {format_} export to {out} failed ({type(e).__name__}: {first})", code=1)
+    typer.echo(f"wrote {path}: images (B, 3, {size}, {size}) in [0, 1] -> logits (B, "
+               f"{masker.classifier.num_classes}), maps (B, {size}, {size}) in [0, 1]")
