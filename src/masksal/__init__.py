@@ -38,6 +38,7 @@ _LAZY = {
     "create_classifier": "masksal.classifiers",
     "create_explainer": "masksal.explainers.registry",
     "evaluate": "masksal.evaluation",
+    "export_masker": "masksal.export",
     "fit_classifier": "masksal.training",
     "fit_masker": "masksal.training",
     "load_classifier": "masksal.checkpoint",
@@ -75,6 +76,7 @@ if TYPE_CHECKING:
     from masksal.config import ExperimentConfig as ExperimentConfig
     from masksal.config import load_config as load_config
     from masksal.evaluation import evaluate as evaluate
+    from masksal.export import export_masker as export_masker
     from masksal.explainers.base import Explainer as Explainer
     from masksal.explainers.base import Explanation as Explanation
     from masksal.explainers.registry import create_explainer as create_explainer
