@@ -76,10 +76,10 @@ if TYPE_CHECKING:
     from masksal.config import ExperimentConfig as ExperimentConfig
     from masksal.config import load_config as load_config
     from masksal.evaluation import evaluate as evaluate
-    from masksal.export import export_masker as export_masker
     from masksal.explainers.base import Explainer as Explainer
     from masksal.explainers.base import Explanation as Explanation
     from masksal.explainers.registry import create_explainer as create_explainer
+    from masksal.export import export_masker as export_masker
     from masksal.masker import Masker as Masker
     from masksal.masker import MaskerNet as MaskerNet
     from masksal.training import TensorBoardLogger as TensorBoardLogger

@@ -230,7 +230,7 @@ def all_finite(module: nn.Module) -> bool:
     return all(bool(torch.isfinite(t).all()) for t in module.state_dict().values() if t.is_floating_point())
 
 
-def load_weights(path: Path, module: nn.Module, step: int | None = None, check_finite: bool = True) -> None:
+def load_checkpoint_file(path: Path, module: nn.Module, step: int | None = None, check_finite: bool = True) -> None:
     """Load a checkpoint's safetensors file into ``module`` (every tensor must fit).
 
     Args:
@@ -383,7 +383,7 @@ def load_classifier(ckpt: str | Path, model: nn.Module | None = None, device: st
         clf = as_classifier(inner, taps=spec.taps, mean=spec.mean, std=spec.std)
         clf.spec = ClassifierSpec(arch=spec.arch, num_classes=spec.num_classes, taps=list(spec.taps),
                                   mean=spec.mean, std=spec.std, kwargs=dict(spec.kwargs))
-    load_weights(files / "classifier.safetensors", clf.model, meta.step)
+    load_checkpoint_file(files / "classifier.safetensors", clf.model, meta.step)
     if model is not None and clf.fingerprint() != meta.classifier_fingerprint:
         raise ValueError(f"{files / 'classifier.safetensors'}: loaded into the given model, the weights' fingerprint "
                          f"differs from meta.json's ({meta.classifier_fingerprint}): another architecture?")
@@ -416,7 +416,7 @@ def load_masker(ckpt: str | Path, model: nn.Module | None = None, device: str | 
     cfg = load_config_of(ckpt)
     clf = load_classifier(ckpt, model, device)
     net = masker_net_for(clf, meta.image_size, cfg.masker)
-    load_weights(checkpoint_files(ckpt) / "masker.safetensors", net, meta.step)
+    load_checkpoint_file(checkpoint_files(ckpt) / "masker.safetensors", net, meta.step)
     info: dict[str, Any] = {"checkpoint": str(ckpt), "steps": meta.step, "image_size": meta.image_size,
                             "classes": meta.classes,
             **{k: meta.run[k] for k in ("mode", "origin_fingerprint") if k in meta.run},

@@ -12,9 +12,9 @@ from scipy.ndimage import gaussian_filter
 from torch import Tensor
 from torchvision.transforms.functional import gaussian_blur
 
-from masksal.classifiers import Classifier
+from masksal.classifiers import Classifier, eval_mode
+from masksal.devices import module_device
 from masksal.metrics.base import Metric, check_maps, zeros
-from masksal.metrics.saliency_metric import eval_mode, module_device
 from masksal.types import Batch
 
 Substrate = Literal["zeros", "mean", "blur"]

@@ -19,9 +19,9 @@ from scipy.linalg import solveh_banded
 from scipy.ndimage import gaussian_filter
 from torch import Tensor
 
-from masksal.classifiers import Classifier
+from masksal.classifiers import Classifier, eval_mode
+from masksal.devices import module_device
 from masksal.metrics.base import Metric, check_maps, zeros
-from masksal.metrics.saliency_metric import eval_mode, module_device
 from masksal.types import Batch
 
 # (row offset, column offset, weight) of the 8 neighbours in the imputation (Rong et al.'s code,

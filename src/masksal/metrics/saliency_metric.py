@@ -7,10 +7,11 @@ import math
 import cv2
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from masksal.classifiers import Classifier
 from masksal.classifiers import eval_mode as eval_mode  # re-exported for the metrics
+from masksal.devices import module_device
 from masksal.metrics.base import Metric, check_maps, zeros
 from masksal.metrics.boxes import (
     BinarizeRule,
@@ -22,15 +23,6 @@ from masksal.metrics.boxes import (
     normalize_for_masks,
 )
 from masksal.types import Batch
-
-
-def module_device(module: nn.Module) -> torch.device:
-    """The device of a module's first parameter or buffer (CPU when it has none)."""
-    for p in module.parameters():
-        return p.device
-    for b in module.buffers():
-        return b.device
-    return torch.device("cpu")
 
 
 class SaliencyMetric(Metric):

@@ -32,9 +32,9 @@ from torch.utils.data import DataLoader, Dataset
 from masksal.checkpoint import (
     all_finite,
     checkpoint_files,
+    load_checkpoint_file,
     load_classifier,
     load_train_state,
-    load_weights,
     masker_net_for,
     save_checkpoint,
 )
@@ -316,7 +316,7 @@ def train_masker(cfg: ExperimentConfig, out: str | Path, resume: bool = False, p
         if start > 0:
             from masksal.checkpoint import read_meta
 
-            load_weights(checkpoint_files(out) / "masker.safetensors", net, start)
+            load_checkpoint_file(checkpoint_files(out) / "masker.safetensors", net, start)
             origin = str(read_meta(out).run.get("origin_fingerprint", ""))
         else:
             origin = clf.fingerprint()
