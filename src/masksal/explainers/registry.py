@@ -16,9 +16,11 @@ from masksal.classifiers import Classifier
 from masksal.explainers.base import Explainer
 from masksal.explainers.baselines import CentreBaseline, RandomBaseline
 from masksal.explainers.extremal_perturbation import ExtremalPerturbation
+from masksal.explainers.fido import FIDO
 from masksal.explainers.gradcam import GradCAM, PytorchGradCamExplainer
 from masksal.explainers.gradients import GuidedBackprop, IntegratedGradients, SmoothGrad, VanillaGradients
 from masksal.explainers.meaningful_perturbation import MeaningfulPerturbation
+from masksal.explainers.prediction_difference import PredictionDifference
 from masksal.explainers.rise import RISE
 
 ExplainerFactory = Callable[..., Explainer]
@@ -178,3 +180,5 @@ register_explainer("extremal_perturbation", ExtremalPerturbation, aliases=["ep"]
 register_explainer("centre", CentreBaseline)
 register_explainer("random", RandomBaseline)
 register_explainer("pytorch_grad_cam", PytorchGradCamExplainer)
+register_explainer("prediction_difference", PredictionDifference, aliases=["pda"])
+register_explainer("fido", FIDO)
