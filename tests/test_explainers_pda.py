@@ -127,10 +127,29 @@ def test_classifier_left_untouched() -> None:
     assert clf.training and all(p.grad is None for p in clf.parameters())
 
 
-def test_cost_formula_and_default_geometry() -> None:
+class CountingNet(nn.Module):
+    """Two-class logits from the mean colour; counts the images it classifies."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen = 0
+
+    def forward(self, z: Tensor) -> Tensor:
+        self.seen += z.shape[0]
+        m = z.mean(dim=(2, 3))
+        return torch.stack([m[:, 0], m[:, 1]], dim=1)
+
+
+@pytest.mark.parametrize(("size", "window", "stride", "samples"), [(32, 8, 8, 2), (10, 4, 3, 1), (20, 3, 2, 3)])
+def test_cost_is_the_stated_number_of_forward_passes(size: int, window: int, stride: int, samples: int) -> None:
+    net = CountingNet()
+    pda = PredictionDifference(Classifier(net), window=window, stride=stride, padding=1, samples=samples)
+    pda.explain(torch.rand(1, 3, size, size), 0)  # targets given: one clean forward for the evidence
+    assert net.seen == forwards_per_map(size, size, window, stride, samples)
     assert forwards_per_map(64, 64, window=3, stride=1, samples=10) == 1 + 10 * 62 * 62
-    assert forwards_per_map(32, 32, window=8, stride=8, samples=2) == 1 + 2 * 4 * 4
-    assert forwards_per_map(10, 10, window=4, stride=4, samples=1) == 1 + 3 * 3  # last window added
+
+
+def test_default_geometry_scales_the_authors_settings() -> None:
     pda = PredictionDifference(make_classifier())
     assert pda._geometry(64, 64) == (3, 1)  # 10 and 2 px at 224 px
     assert pda._geometry(224, 224) == (10, 2)
@@ -140,6 +159,8 @@ def test_bad_options_and_mismatched_fit_are_refused() -> None:
     clf = make_classifier()
     with pytest.raises(ValueError, match="sampling"):
         PredictionDifference(clf, sampling="gibbs")
+    with pytest.raises(ValueError, match="stride"):
+        PredictionDifference(clf, window=2, stride=3).explain(torch.rand(1, 3, 32, 32))
     with pytest.raises(ValueError, match="at least"):
         PredictionDifference(clf, window=30, padding=2).explain(torch.rand(1, 3, 32, 32))
     pda = PredictionDifference(clf).fit(torch.rand(4, 3, 64, 64))  # 5-px frames

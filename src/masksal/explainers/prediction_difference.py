@@ -150,7 +150,7 @@ class PredictionDifference(Explainer):
     Args:
         classifier: the model to explain.
         window: patch side in pixels (default ``round(10 * H / 224)``).
-        stride: step between windows in pixels.
+        stride: step between windows in pixels (at most the window, so every pixel is covered).
         padding: frame width around the patch for conditional sampling (default
             ``round(2 * H / 224)``, at least 1).
         samples: draws per patch.
@@ -195,6 +195,9 @@ class PredictionDifference(Explainer):
         p = self.padding if self.padding is not None else max(1, round(at_resolution(2, size)))
         if k + 2 * p > size:
             raise ValueError(f"window {k} with padding {p} needs images of at least {k + 2 * p} px, got {h}x{w}")
+        if self.stride > k:
+            raise ValueError(f"stride {self.stride} is larger than the window ({k} px): some pixels would be in no "
+                             "window; use stride <= window")
         return k, p
 
     def fit(self, images: Images) -> PredictionDifference:
