@@ -151,3 +151,24 @@ def test_fix_masker_step_trains_the_masker_only(classifier_ckpt):
     assert clf.fingerprint() == before  # the classifier is frozen whatever cfg.train.mode says
     assert cfg.masker_train.mode == "ca"  # and the caller's config is not modified
     assert any(not torch.equal(a, b) for a, b in zip(weights, net.parameters(), strict=True))
+
+
+def test_learned_infill_and_superpixel_masks_train(classifier_ckpt, tmp_path):
+    from masksal.inpainting import InpaintingNet, save_inpainter
+    from masksal.superpixels import Superpixels
+
+    inpainter = save_inpainter(InpaintingNet(widths=(4, 8)), tmp_path / "inpainter.safetensors")
+    cfg = load_config(None, [*TINY, f"classifier.weights={classifier_ckpt}", "objectives.infill=learned",
+                             f"objectives.inpainter={inpainter}", "masker.superpixels=12"])
+    res = train_masker(cfg, tmp_path / "m", progress=False)
+    assert res["steps"] == 6
+    masker = load_masker(tmp_path / "m")
+    x = torch.rand(2, 3, 32, 32)
+    maps = masker.explain(x)
+    segments = Superpixels(12)(x)
+    for i in range(2):  # one value per superpixel
+        for s in segments[i].unique():
+            values = maps[i][segments[i] == s]
+            assert torch.allclose(values, values[0].expand_as(values), atol=1e-5)
+    with pytest.raises(ValueError, match="objectives.inpainter"):
+        load_config(None, [*TINY, "objectives.infill=learned"])

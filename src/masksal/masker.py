@@ -49,6 +49,9 @@ class MaskerConfig:
         decoder: ``"paper"`` (concatenate the taps at the finest tap's resolution) or ``"fpn"``
             (top-down path with lateral connections; see the module's docstring).
         refine: channels of the image-conditioned refinement at the input resolution (0: none).
+        superpixels: restrict masks to superpixels (Fan et al. 2017's adversarial superpixel
+            masker): the logits are averaged within each of about this many SLIC segments of
+            the image (0: per-pixel masks; :mod:`masksal.superpixels`).
     """
 
     hidden: int = 64
@@ -57,14 +60,15 @@ class MaskerConfig:
     gumbel_tau: float = 0.1
     decoder: str = "paper"
     refine: int = 0
+    superpixels: int = 0
 
     def __post_init__(self) -> None:
         if self.upsample not in UPSAMPLES:
             raise ValueError(f"masker.upsample must be one of {UPSAMPLES}, got {self.upsample!r}")
         if self.decoder not in DECODERS:
             raise ValueError(f"masker.decoder must be one of {DECODERS}, got {self.decoder!r}")
-        if self.refine < 0 or self.hidden < 1:
-            raise ValueError("masker.hidden must be >= 1 and masker.refine >= 0")
+        if self.refine < 0 or self.hidden < 1 or self.superpixels < 0:
+            raise ValueError("masker.hidden must be >= 1, masker.refine and masker.superpixels >= 0")
 
 
 class MaskerNet(nn.Module):
@@ -94,6 +98,10 @@ class MaskerNet(nn.Module):
             last = nn.Conv2d(r, 1, 3, padding=1, bias=False)
             nn.init.zeros_(last.weight)  # a new refinement adds nothing: the masker starts as the plain one
             self.refinement = nn.Sequential(_conv_bn_relu(4, r, 3), _conv_bn_relu(r, r, 3), last)
+        if self.cfg.superpixels:
+            from masksal.superpixels import Superpixels
+
+            self._superpixels = Superpixels(self.cfg.superpixels)
 
     def forward(self, feats: Mapping[str, Tensor], size: tuple[int, int], images: Tensor | None = None) -> Tensor:
         """Mask logits ``(B, 1, H, W)`` at ``size = (H, W)`` from ``{tap: (B, C_t, H_t, W_t)}``
@@ -114,6 +122,12 @@ class MaskerNet(nn.Module):
             if images is None:
                 raise ValueError("this masker refines its masks with the image: pass images to MaskerNet.forward")
             logits = logits + self.refinement(torch.cat([logits, images.to(logits.dtype)], dim=1))
+        if self.cfg.superpixels:
+            if images is None:
+                raise ValueError("this masker works on superpixels: pass images to MaskerNet.forward")
+            from masksal.superpixels import superpixel_pool
+
+            logits = superpixel_pool(logits, self._superpixels(images))
         return logits
 
     def _top_down(self, projected: Mapping[str, Tensor]) -> Tensor:

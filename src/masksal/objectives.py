@@ -35,7 +35,9 @@ class ObjectiveConfig:
             differences plus ``tv_border`` times the squared border pixels, averaged over the batch.
         infill: what replaces the removed pixels of the masked-in and masked-out images
             (:data:`masksal.masking.INFILLS`; ``"mean"``, the normalization mean colour, is the
-            paper's masking in normalized space).
+            paper's masking in normalized space; ``"learned"``, a trained inpainting network).
+        inpainter: the inpainting network's weights for ``infill: learned``
+            (:func:`masksal.inpainting.train_inpainter`, ``save_inpainter``).
     """
 
     masked_in: bool = True
@@ -49,12 +51,16 @@ class ObjectiveConfig:
     tv_weight: float = 0.01
     tv_border: float = 0.3
     infill: str = "mean"
+    inpainter: str | None = None
 
     def __post_init__(self) -> None:
         from masksal.masking import INFILLS
 
         if self.infill not in INFILLS:
             raise ValueError(f"objectives.infill must be one of {INFILLS}, got {self.infill!r}")
+        if self.infill == "learned" and not self.inpainter:
+            raise ValueError("objectives.infill 'learned' needs objectives.inpainter: the inpainting network's "
+                             "weights (masksal.inpainting.save_inpainter)")
         if self.masked_out not in MASKED_OUT_KINDS:
             raise ValueError(f"objectives.masked_out must be one of {MASKED_OUT_KINDS}, got {self.masked_out!r}")
         if self.area not in AREA_KINDS:

@@ -9,9 +9,11 @@ with the maps.
 from masksal.explainers.base import Explainer, Explanation
 from masksal.explainers.baselines import CentreBaseline, RandomBaseline
 from masksal.explainers.extremal_perturbation import ExtremalPerturbation, SmoothMaxMask
+from masksal.explainers.fido import FIDO
 from masksal.explainers.gradcam import GradCAM, PytorchGradCamExplainer
 from masksal.explainers.gradients import GuidedBackprop, IntegratedGradients, SmoothGrad, VanillaGradients
 from masksal.explainers.meaningful_perturbation import MeaningfulPerturbation
+from masksal.explainers.prediction_difference import PredictionDifference
 from masksal.explainers.registry import (
     ExplainerFactory,
     available_explainers,
@@ -28,10 +30,12 @@ __all__ = [
     "ExplainerFactory",
     "Explanation",
     "ExtremalPerturbation",
+    "FIDO",
     "GradCAM",
     "GuidedBackprop",
     "IntegratedGradients",
     "MeaningfulPerturbation",
+    "PredictionDifference",
     "PytorchGradCamExplainer",
     "RandomBaseline",
     "SmoothGrad",

@@ -23,9 +23,11 @@ from masksal.devices import module_device
 from masksal.explainers.base import Explainer
 from masksal.explainers.baselines import CentreBaseline, RandomBaseline
 from masksal.explainers.extremal_perturbation import ExtremalPerturbation
+from masksal.explainers.fido import FIDO
 from masksal.explainers.gradcam import GradCAM, PytorchGradCamExplainer
 from masksal.explainers.gradients import GuidedBackprop, IntegratedGradients, SmoothGrad, VanillaGradients
 from masksal.explainers.meaningful_perturbation import MeaningfulPerturbation
+from masksal.explainers.prediction_difference import PredictionDifference
 from masksal.explainers.rise import RISE
 
 ExplainerFactory = Callable[..., Explainer]
@@ -276,3 +278,5 @@ register_explainer("centre", CentreBaseline)
 register_explainer("random", RandomBaseline)
 register_explainer("pytorch_grad_cam", PytorchGradCamExplainer)
 register_explainer("masker", load_masker_explainer, requires_classifier=False)
+register_explainer("prediction_difference", PredictionDifference, aliases=["pda"])
+register_explainer("fido", FIDO)

@@ -21,7 +21,7 @@ from masksal.classifiers import Classifier
 from masksal.config import ExperimentConfig, MaskerTrainConfig, with_overrides
 from masksal.distributed import TapsForward, convert_sync_batchnorm, get_rank, is_distributed, wrap_ddp
 from masksal.masker import MaskerNet
-from masksal.masking import compose, infill
+from masksal.masking import compose, infill, learned_fills
 from masksal.objectives import ObjectiveConfig, compute_objectives
 from masksal.precision import MixedPrecision, RunOptions, compiled
 from masksal.types import Batch
@@ -73,6 +73,12 @@ class MaskerTraining:
                              judge=compiled(classifier, run.compile and not self.trains_classifier),
                              masker=compiled(wrap_ddp(net, device), run.compile))
         self.generator = torch.Generator(device=device)
+        self.inpainter: nn.Module | None = None
+        if objectives.infill == "learned":
+            from masksal.inpainting import load_inpainter
+
+            assert objectives.inpainter is not None
+            self.inpainter = load_inpainter(objectives.inpainter, device).eval().requires_grad_(False)
         self._view: dict[str, Tensor] = {}
 
     # -- one step ----------------------------------------------------------------------------
@@ -91,7 +97,11 @@ class MaskerTraining:
         with self.amp.autocast():
             mask_logits = self.fwd.masker(feats, (x.shape[-2], x.shape[-1]), x)
         masks = self.net.mask(mask_logits.float(), self.generator)
-        fill = infill(x, self.obj.infill, self.clf.mean, self.clf.std, generator=self.generator)
+        fill: Tensor | tuple[Tensor, Tensor]
+        if self.inpainter is not None:  # a frozen inpainter fills each side's removed pixels
+            fill = learned_fills(x, masks, self.inpainter)
+        else:
+            fill = infill(x, self.obj.infill, self.clf.mean, self.clf.std, generator=self.generator)
         x_in, x_out = compose(x, masks, fill)
         use_snapshot = self.snapshot is not None and bool(self.pool) and rng.random() < self.tr.pool_prob
         judge = self.fwd.judge
