@@ -11,9 +11,12 @@ Segments come from scikit-image's SLIC (Achanta et al. 2012), computed on the CP
 bytes, so a training run pays once per distinct image.
 
 Example:
+    >>> images, mask_logits = torch.rand(2, 3, 32, 32), torch.randn(2, 1, 32, 32)
     >>> sp = Superpixels(n_segments=50)
     >>> segments = sp(images)                       # (B, H, W) int64, on images.device
-    >>> mask_logits = superpixel_pool(mask_logits, segments)   # (B, 1, H, W), constant per segment
+    >>> pooled = superpixel_pool(mask_logits, segments)   # (B, 1, H, W), constant per segment
+    >>> pooled.shape
+    torch.Size([2, 1, 32, 32])
 """
 
 from __future__ import annotations
