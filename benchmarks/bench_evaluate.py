@@ -1,0 +1,81 @@
+"""``evaluate`` against explaining alone: what the metrics cost on top of the explainer.
+
+Runs, on the same batches of the built-in benchmark: the explainer alone (maps and logits), then
+``evaluate`` with LE/OM/F1, MaxBoxAcc and PxAP, with the metric updates in this process and in
+1 or 2 worker processes beside the model. Reports wall times and their ratio to the explain-only
+time (the goal: at most 1.5x), as a table and JSON. A masker checkpoint (``--masker``) is used
+when given, else a masker with random weights on the demo's small classifier (speed does not
+depend on training).
+
+    python benchmarks/bench_evaluate.py [--masker runs/demo/masker_ca] [--images 2000] [--workers 0 1 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+
+from masksal.checkpoint import load_masker
+from masksal.classifiers import create_classifier
+from masksal.data.benchmark import BenchmarkDataset
+from masksal.evaluation import evaluate
+from masksal.masker import Masker, MaskerNet
+from masksal.types import collate
+
+METRICS = ("le_om_f1", "maxboxacc", "pxap")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--masker", default=None)
+    ap.add_argument("--images", type=int, default=2000)
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    ap.add_argument("--out", default="runs/bench/evaluate.json")
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.masker:
+        masker = load_masker(args.masker)
+        size = int(masker.info.get("image_size", 64))
+    else:
+        torch.manual_seed(0)
+        size = 64
+        clf = create_classifier("small_resnet18", 20, width=16)
+        shapes = clf.tap_shapes(size)
+        masker = Masker(clf, MaskerNet({t: shapes[t][0] for t in clf.taps}))
+    ds = BenchmarkDataset("test", n=args.images, size=size)
+    loader = DataLoader(ds, batch_size=args.batch, collate_fn=collate)
+    batches = list(loader)  # decoded once: both passes read the same tensors from memory
+
+    t0 = time.perf_counter()
+    for b in batches:
+        masker.explain_with_logits(b.images)
+    explain_s = time.perf_counter() - t0
+    rows = [{"what": "explain only", "seconds": explain_s, "ratio": 1.0}]
+    for w in args.workers:
+        t0 = time.perf_counter()
+        res = evaluate(masker, masker.classifier, batches, metrics=METRICS, progress=False, metric_workers=w)
+        s = time.perf_counter() - t0
+        rows.append({"what": f"evaluate, metric workers {w}", "seconds": s, "ratio": s / explain_s,
+                     "le": res["le"], "maxboxacc_v2": res["maxboxacc_v2"], "pxap": res["pxap"]})
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(f"{args.images} images of {size} px, batch {args.batch}, {torch.get_num_threads()} torch thread(s), "
+          f"load average {load:.1f}; metrics {', '.join(METRICS)}")
+    for r in rows:
+        print(f"{r['what']:32s} {r['seconds']:8.2f} s  {r['ratio']:5.2f}x explain-only")
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"args": vars(args), "load_average": load, "rows": rows}, indent=2))
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
