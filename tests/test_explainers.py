@@ -32,6 +32,8 @@ SMALL: dict[str, dict[str, Any]] = {
     "smoothgrad": {"n_samples": 3, "batch_size": 4},
     "meaningful_perturbation": {"iterations": 8},
     "extremal_perturbation": {"iterations": 8, "areas": [0.1, 0.3]},
+    "prediction_difference": {"window": 4, "padding": 1, "stride": 4, "samples": 2, "batch_size": 64},
+    "fido": {"infill": "mean", "iterations": 3, "samples": 2, "warmup": 1},
 }
 MODEL_BLIND = {"centre", "random"}
 # Classifier forward passes for explain(x, targets) on 2 images with the SMALL settings: RISE 40
@@ -39,11 +41,12 @@ MODEL_BLIND = {"centre", "random"}
 FORWARDS_WITH_TARGETS = {
     "gradcam": 1, "pytorch_grad_cam": 1, "masker": 1, "saliency": 1, "guided_backprop": 1, "ig": 1,
     "smoothgrad": 2, "rise": 3, "meaningful_perturbation": 8, "extremal_perturbation": 8, "centre": 0, "random": 0,
+    "prediction_difference": 5, "fido": 3,  # PDA: 1 clean + 64 patched copies in 4 passes; FIDO: 1 per iteration
 }
 # Methods whose own forward pass, whatever the targets, is on the clean images: its logits are handed back.
-CLEAN_FORWARD = {"gradcam", "pytorch_grad_cam", "masker", "saliency", "guided_backprop"}
+CLEAN_FORWARD = {"gradcam", "pytorch_grad_cam", "masker", "saliency", "guided_backprop", "prediction_difference"}
 # Methods that take the top-1 class from the forward pass they run anyway.
-TOP1_FREE = {"gradcam", "pytorch_grad_cam", "masker"}
+TOP1_FREE = {"gradcam", "pytorch_grad_cam", "masker", "prediction_difference"}
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

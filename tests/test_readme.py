@@ -19,7 +19,8 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 SMALLER = [(r"steps=\d+", "steps=2"), (r"image_size=224", "image_size=32"),
-           (r"torch\.rand\((\d+), 3, \d+, \d+\)", r"torch.rand(2, 3, 32, 32)"), (r"n_masks=\d+", "n_masks=40")]
+           (r"torch\.rand\((\d+), 3, \d+, \d+\)", r"torch.rand(2, 3, 32, 32)"), (r"n_masks=\d+", "n_masks=40"),
+           (r"n=8000", "n=64"), (r"load_batch\(cfg, \"train\", 500\)", 'load_batch(cfg, "train", 64)')]
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -103,6 +103,10 @@ def check_out_file(path: Path | None, option: str = "--out") -> None:
         return
     if path.is_dir():
         raise IsADirectoryError(f"{option} {path}: is a folder, expected a file name")
+    _check_parents(path, option)
+
+
+def _check_parents(path: Path, option: str) -> None:
     for parent in path.parents:
         if parent.exists():
             if not parent.is_dir():
@@ -116,7 +120,11 @@ def check_out_dir(path: Path, option: str = "--out") -> None:
     """Fail now when the folder ``path`` cannot be created or written."""
     if path.exists() and not path.is_dir():
         raise NotADirectoryError(f"{option} {path}: is a file, expected a folder")
-    check_out_file(path / "x", option)
+    if path.is_dir():
+        if not os.access(path, os.W_OK):
+            raise PermissionError(f"{option} {path}: cannot write in this folder")
+        return
+    _check_parents(path, option)
 
 
 def stderr_is_terminal() -> bool:

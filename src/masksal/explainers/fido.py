@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from masksal.classifiers import Classifier
-from masksal.explainers.base import Explainer
+from masksal.explainers.base import Explainer, Explanation
 from masksal.masking import INFILLS, infill
 
 OBJECTIVES = ("ssr", "sdr")
@@ -134,8 +134,8 @@ class FIDO(Explainer):
                           inpainter=self.inpainter)
         return infill(x, self.infill, self.classifier.mean, self.classifier.std)
 
-    def _maps(self, images: Tensor, targets: Tensor | None) -> Tensor:
-        t, _ = self.resolve_targets(images, targets)
+    def _maps(self, images: Tensor, targets: Tensor | None) -> Explanation:
+        t, clean_logits = self.resolve_targets(images, targets)
         b, _, h, w = images.shape
         s = self.samples
         cells_h, cells_w = min(self.mask_cells, h), min(self.mask_cells, w)
@@ -164,4 +164,4 @@ class FIDO(Explainer):
             sched.step()
         with torch.no_grad():
             p = self._drop_probability(logit_p, (h, w))[:, 0]
-            return (1 - p if self.objective == "ssr" else p).float()
+            return Explanation((1 - p if self.objective == "ssr" else p).float(), clean_logits)
