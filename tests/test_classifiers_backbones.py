@@ -267,3 +267,20 @@ def test_tap_shapes_keeps_every_submodule_mode() -> None:
     data = BenchmarkDataset("train", n=16, size=32, cache_dir=None)
     fit_masker(model, data, steps=1, batch_size=8, progress=False, hidden=4)
     assert not any(m.training for m in model.modules())
+
+
+def test_classifier_training_with_adamw_for_transformers() -> None:
+    from masksal.config import ClassifierTrainConfig, build_section
+    from masksal.training.classifier import ClassifierTraining
+    from masksal.types import collate
+
+    clf = Classifier(timm_vit(num_classes=20))
+    cfg = build_section(ClassifierTrainConfig, {"optimizer": "adamw", "lr": 1e-3, "weight_decay": 0.05}, "test")
+    training = ClassifierTraining(clf, cfg, total_steps=4, device=torch.device("cpu"))
+    assert isinstance(training.opt, torch.optim.AdamW)
+    before = clf.model.head.weight.clone()
+    data = BenchmarkDataset("train", n=8, size=32, cache_dir=None)
+    out = training.step(collate([data[i] for i in range(8)]), 0)
+    assert out["loss"] > 0 and not torch.equal(clf.model.head.weight, before)
+    with pytest.raises(ValueError, match="expected one of sgd, adamw"):
+        build_section(ClassifierTrainConfig, {"optimizer": "adam"}, "test")
