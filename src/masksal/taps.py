@@ -205,15 +205,16 @@ def find_taps(model: nn.Module, image_size: int = 224, count: int = 2) -> list[s
     """The last ``count`` spatial stages of ``model``, found by one dry run.
 
     Every submodule's input and output are watched during a forward pass of a blank square
-    image. Outputs that are ``(B, C, h, w)`` maps are grouped by resolution; for each resolution
+    image. Outputs that are maps (``(B, C, h, w)``, or channels-last ``(B, h, w, C)`` as in Swin)
+    are grouped by resolution; for each resolution
     the module that *finished last* with it stands for the stage (for a ResNet that is
     ``layer3``, not ``layer3.1.relu``: a stage's container finishes after its parts). Skipped:
     parts of a block that changes the resolution (the expansion layer inside a strided
     MobileNet block is not a stage of its own), and layers that enlarge the map (VGG's
     adaptive pooling to 7x7). The last ``count`` resolutions are returned, coarsest last.
 
-    Torchvision ResNets and timm models with ``feature_info`` get named defaults without a dry
-    run (see :func:`create_classifier`); this is for every other module.
+    ResNets, ViTs and timm models with ``feature_info`` get named defaults without a dry run
+    (:func:`family_taps`); this is for every other module.
 
     Raises:
         ValueError: fewer than ``count`` spatial stages (e.g. a vision transformer, whose blocks
