@@ -254,6 +254,11 @@ def test_vit_masker_on_cuda_matches_cpu() -> None:
 
 def test_token_layout_of_models() -> None:
     assert token_layout(timm_vit(reg_tokens=4)) == TokenLayout(patch_size=(8, 8), num_prefix_tokens=5)
+    # A hybrid ViT takes 2x2 patches of a stride-4 convolutional stem: 8 pixels a token.
+    hybrid = timm.create_model("vit_tiny_r_s16_p8_224", pretrained=False, num_classes=5, img_size=32, patch_size=2,
+                               embed_dim=32, depth=2, num_heads=2)
+    assert token_layout(hybrid) == TokenLayout(patch_size=(8, 8), num_prefix_tokens=1)
+    assert Classifier(hybrid, taps=["blocks.1"]).tap_shapes(32) == {"blocks.1": (32, 4, 4)}
     swin = timm.create_model("swin_tiny_patch4_window7_224", pretrained=False, num_classes=5, **SWIN)
     assert token_layout(swin).channels_last
     assert token_layout(torchvision.models.resnet18()) == TokenLayout()

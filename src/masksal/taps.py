@@ -75,6 +75,9 @@ def token_layout(model: nn.Module) -> TokenLayout:
     """The :class:`TokenLayout` a timm or torchvision model declares (empty for other models)."""
     embed = getattr(model, "patch_embed", None)
     patch = _pair(getattr(embed, "patch_size", None)) if embed is not None else None
+    ratio = _pair(getattr(embed, "feature_ratio", None)) if embed is not None else None
+    if patch is not None and ratio is not None:  # timm's hybrid ViT: patches of a CNN stem's feature map
+        patch = (patch[0] * ratio[0], patch[1] * ratio[1])
     prefix = getattr(model, "num_prefix_tokens", None)
     if _is_torchvision_vit(model):
         patch = _pair(getattr(model, "patch_size", None))
