@@ -1,9 +1,19 @@
 """Speed of the masker against its classifier, measured side by side in one run.
 
-* explain: masker maps/s vs a plain classifier forward (images/s), same batch and size;
+* explain: masker maps/s vs a plain classifier forward (images/s), same batch and size; with
+  ``--rivals``, Grad-CAM (ours, the family's default layer) and, on a ViT, attention rollout and
+  its gradient-weighted form, on the same model and batch;
 * training: masker steps/s (FIX and CA) vs classifier training steps/s, same batch and size.
 
-Random weights: speed does not depend on training. Prints a table and writes JSON.
+Any classifier ``create_classifier`` builds (``--arch``, ``--kwargs`` as YAML, ``--taps``), e.g. the
+small ViT of the README:
+
+    python benchmarks/bench_masker.py --arch timm:vit_tiny_patch16_224 --rivals \\
+        --kwargs "{img_size: 64, patch_size: 8, embed_dim: 96, depth: 4, num_heads: 3, mlp_ratio: 2}"
+
+The explain rows are timed interleaved (one call of each per round, median over rounds), so a
+machine whose load changes during the run slows all of them alike. Random weights: speed does not
+depend on training. Prints a table and writes JSON.
 
     python benchmarks/bench_masker.py [--size 64] [--batch 64] [--repeats 20] [--out runs/bench/masker.json]
 """
@@ -19,100 +29,141 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+import yaml
 
 from masksal.classifiers import create_classifier
 from masksal.config import load_config
+from masksal.explainers import AttentionRollout, GradCAM, GradientRollout
+from masksal.explainers.rollout import attention_layers
 from masksal.masker import Masker, MaskerNet
 from masksal.training import MaskerTraining
 from masksal.types import Batch
 
 
+def _sync() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
 def timed(fn: Callable[[], object], repeats: int, warmup: int = 3) -> float:
     """Median seconds per call."""
+    return side_by_side({"fn": fn}, repeats, warmup)["fn"]
+
+
+def side_by_side(fns: dict[str, Callable[[], object]], repeats: int, warmup: int = 3) -> dict[str, float]:
+    """Median seconds per call of each function, the calls interleaved round by round."""
     for _ in range(warmup):
-        fn()
-    times = []
+        for fn in fns.values():
+            fn()
+    _sync()
+    times: dict[str, list[float]] = {k: [] for k in fns}
     for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - t)
-    times.sort()
-    return times[len(times) // 2]
+        for k, fn in fns.items():
+            t = time.perf_counter()
+            fn()
+            _sync()
+            times[k].append(time.perf_counter() - t)
+    return {k: sorted(v)[len(v) // 2] for k, v in times.items()}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--arch", default="small_resnet18",
+                    help="any create_classifier name, e.g. timm:vit_tiny_patch16_224")
+    ap.add_argument("--kwargs", default="{}", help="constructor options as YAML, e.g. '{img_size: 64, patch_size: 8}'")
+    ap.add_argument("--taps", default=None, help="comma-separated tap names (default: the family's)")
     ap.add_argument("--size", type=int, default=64)
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--classes", type=int, default=20)
-    ap.add_argument("--width", type=int, default=16)
+    ap.add_argument("--width", type=int, default=16, help="small_resnet18's width (unless --kwargs sets it)")
     ap.add_argument("--repeats", type=int, default=20)
+    ap.add_argument("--rivals", action="store_true", help="also time Grad-CAM and (on a ViT) rollout")
+    ap.add_argument("--no-training", action="store_true", help="skip the training-step rows")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--out", default="runs/bench/masker.json")
     args = ap.parse_args()
     dev = torch.device(args.device)
     torch.manual_seed(0)
 
-    clf = create_classifier("small_resnet18", args.classes, width=args.width).to(dev)
+    kwargs = yaml.safe_load(args.kwargs) or {}
+    if not isinstance(kwargs, dict):
+        raise SystemExit(f"--kwargs: expected a YAML mapping, got {args.kwargs!r}")
+    if args.arch == "small_resnet18":
+        kwargs.setdefault("width", args.width)
+    taps = [t.strip() for t in args.taps.split(",")] if args.taps else None
+    clf = create_classifier(args.arch, args.classes, taps, **kwargs).to(dev)
     shapes = clf.tap_shapes(args.size)
     net = MaskerNet({t: shapes[t][0] for t in clf.taps}).to(dev)
     masker = Masker(clf, net).eval()
     x = torch.rand(args.batch, 3, args.size, args.size, device=dev)
     y = torch.randint(0, args.classes, (args.batch,), device=dev)
 
-    rows: list[dict[str, object]] = []
-
     @torch.no_grad()
     def classify() -> None:
         clf.eval()(x)
 
-    t_cls = timed(classify, args.repeats)
-    t_exp = timed(lambda: masker.explain(x), args.repeats)
-    rows.append({"what": "classifier forward", "per_second": args.batch / t_cls, "unit": "images/s"})
-    rows.append({"what": "masker explain", "per_second": args.batch / t_exp, "unit": "maps/s",
-                 "ratio_to_classifier": t_cls / t_exp})
+    fns: dict[str, Callable[[], object]] = {"classifier forward": classify,
+                                            "masker explain": lambda: masker.explain(x)}
+    if args.rivals:
+        cam = GradCAM(clf)
+        fns[f"Grad-CAM ({cam.layer})"] = lambda: cam.explain(x)
+        if attention_layers(clf.model):
+            rollout, grad_rollout = AttentionRollout(clf), GradientRollout(clf)
+            fns["attention rollout"] = lambda: rollout.explain(x)
+            fns["gradient rollout"] = lambda: grad_rollout.explain(x)
+    t = side_by_side(fns, args.repeats)
+    t_cls = t["classifier forward"]
+    rows: list[dict[str, object]] = [
+        {"what": "classifier forward", "per_second": args.batch / t_cls, "unit": "images/s"}]
+    for name, secs in t.items():
+        if name != "classifier forward":
+            rows.append({"what": name, "per_second": args.batch / secs, "unit": "maps/s",
+                         "ratio_to_classifier": t_cls / secs, "cost_vs_forward": secs / t_cls})
 
-    opt = torch.optim.SGD(clf.parameters(), lr=1e-3, momentum=0.9)
+    if not args.no_training:
+        opt = torch.optim.SGD(clf.parameters(), lr=1e-3, momentum=0.9)
 
-    def clf_step() -> None:
-        clf.train()
-        loss = F.cross_entropy(clf(x), y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+        def clf_step() -> None:
+            clf.train()
+            loss = F.cross_entropy(clf(x), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
 
-    t_cstep = timed(clf_step, args.repeats)
-    rows.append({"what": "classifier training step", "per_second": 1 / t_cstep, "unit": "steps/s"})
-    batch = Batch(images=x, labels=y, boxes=[torch.zeros(0, 4)] * args.batch)
-    for mode in ("fix", "ca"):
-        cfg = load_config(None, [f"masker_train.mode={mode}"])
-        training = MaskerTraining(clf, net, cfg.masker_train, cfg.objectives, dev)
+        t_cstep = timed(clf_step, args.repeats)
+        rows.append({"what": "classifier training step", "per_second": 1 / t_cstep, "unit": "steps/s"})
+        batch = Batch(images=x, labels=y, boxes=[torch.zeros(0, 4)] * args.batch)
+        for mode in ("fix", "ca"):
+            cfg = load_config(None, [f"masker_train.mode={mode}"])
+            training = MaskerTraining(clf, net, cfg.masker_train, cfg.objectives, dev)
 
-        def m_step(training: MaskerTraining = training) -> None:
-            training.step(batch, 0)
+            def m_step(training: MaskerTraining = training) -> None:
+                training.step(batch, 0)
 
-        t = timed(m_step, args.repeats)
-        rows.append({"what": f"masker training step ({mode.upper()})", "per_second": 1 / t, "unit": "steps/s",
-                     "cost_in_classifier_steps": t / t_cstep})
-    clf.requires_grad_(True)
+            secs = timed(m_step, args.repeats)
+            rows.append({"what": f"masker training step ({mode.upper()})", "per_second": 1 / secs, "unit": "steps/s",
+                         "cost_in_classifier_steps": secs / t_cstep})
+        clf.requires_grad_(True)
 
     device_name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"CPU ({platform.processor() or 'x86_64'}"
     if dev.type == "cpu":
         device_name += f", {torch.get_num_threads()} thread(s))"
-    print(f"device: {device_name}; batch {args.batch}, {args.size} px, small_resnet18 width {args.width}")
-    print(f"{'what':34s} {'rate':>12s}  relative")
+    params = sum(p.numel() for p in clf.model.parameters())
+    print(f"device: {device_name}; batch {args.batch}, {args.size} px, {args.arch} {kwargs or ''} "
+          f"({params / 1e6:.2f} M parameters), taps {', '.join(clf.taps)}")
+    print(f"{'what':42s} {'rate':>12s}  relative")
     for r in rows:
         rel = ""
         if "ratio_to_classifier" in r:
-            rel = f"{r['ratio_to_classifier']:.2f}x classifier forward speed"
+            rel = (f"{r['ratio_to_classifier']:.2f}x classifier forward speed "
+                   f"(costs {r['cost_vs_forward']:.2f} forwards)")
         if "cost_in_classifier_steps" in r:
             rel = f"costs {r['cost_in_classifier_steps']:.2f} classifier steps"
-        print(f"{r['what']:34s} {r['per_second']:10.1f} {r['unit']:9s} {rel}")
+        print(f"{r['what']:42s} {r['per_second']:10.1f} {r['unit']:9s} {rel}")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"device": device_name, "args": vars(args), "rows": rows}, indent=2))
+    out.write_text(json.dumps({"device": device_name, "args": vars(args), "taps": clf.taps, "parameters": params,
+                               "rows": rows}, indent=2))
     print(f"wrote {out}")
 
 

@@ -380,7 +380,8 @@ def load_classifier(ckpt: str | Path, model: nn.Module | None = None, device: st
         clf = classifier_from_spec(spec)
     else:
         inner = model.model if isinstance(model, Classifier) else model
-        clf = as_classifier(inner, taps=spec.taps, mean=spec.mean, std=spec.std)
+        clf = as_classifier(inner, taps=spec.taps, mean=spec.mean, std=spec.std,
+                            reshape=model.reshape if isinstance(model, Classifier) else None)
         clf.spec = ClassifierSpec(arch=spec.arch, num_classes=spec.num_classes, taps=list(spec.taps),
                                   mean=spec.mean, std=spec.std, kwargs=dict(spec.kwargs))
     load_checkpoint_file(files / "classifier.safetensors", clf.model, meta.step)

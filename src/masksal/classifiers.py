@@ -11,7 +11,7 @@ Build one by name with :func:`create_classifier` (``"small_resnet18"``, ``"resne
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -22,12 +22,17 @@ from torch import Tensor, nn
 from torchvision.models.resnet import BasicBlock
 
 from masksal.devices import module_device
+from masksal.taps import TokenLayout, family_taps, find_taps, to_grid, token_layout
 
-__all__ = ["Classifier", "ClassifierSpec", "SmallResNet", "as_classifier", "classifier_from_spec",
+__all__ = ["Classifier", "ClassifierSpec", "SmallResNet", "TapReshape", "as_classifier", "classifier_from_spec",
            "create_classifier", "eval_mode", "find_taps", "load_weights", "module_device", "read_state_dict"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+
+TapReshape = Callable[[str, Tensor, tuple[int, int]], "Tensor | None"]
+"""``reshape(tap_name, output, (H, W)) -> (B, C, h, w) map``, or ``None`` to apply the automatic
+rules of :func:`masksal.taps.to_grid` to that output."""
 
 
 @dataclass
@@ -71,6 +76,11 @@ class Classifier(nn.Module):
             methods explain (see :func:`find_taps` to choose them).
         mean, std: per-channel normalization applied to ``[0, 1]`` images.
         spec: identity stored in checkpoints; built from the other arguments when omitted.
+        reshape: ``reshape(tap, output, (H, W))`` turning a tap's raw output into a
+            ``(B, C, h, w)`` map (``None`` from it: the automatic rules). Needed only for layouts
+            the rules of :func:`masksal.taps.to_grid` do not read: ViT tokens, channels-last
+            (Swin) maps and plain maps are reshaped automatically. Not saved in checkpoints:
+            pass the wrapped model again when loading (``load_masker(dir, model=clf)``).
 
     Example:
         >>> import torchvision
@@ -90,9 +100,12 @@ class Classifier(nn.Module):
         mean: Sequence[float] = IMAGENET_MEAN,
         std: Sequence[float] = IMAGENET_STD,
         spec: ClassifierSpec | None = None,
+        reshape: TapReshape | None = None,
     ) -> None:
         super().__init__()
         self.model = model
+        self.reshape = reshape
+        self._layout: TokenLayout | None = None
         names = dict(model.named_modules())
         missing = [t for t in taps if t not in names]
         if missing:
@@ -123,16 +136,21 @@ class Classifier(nn.Module):
         return self.model(self.normalize(images))
 
     def forward_with_taps(self, images: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
-        """Logits and the tap activations ``{name: (B, C_t, H_t, W_t)}`` from one forward pass."""
+        """Logits and the tap activations ``{name: (B, C_t, H_t, W_t)}`` from one forward pass.
+
+        Token outputs ``(B, N, C)`` and channels-last maps ``(B, h, w, C)`` come back as
+        ``(B, C, h, w)`` maps (:meth:`as_map`)."""
         if not self.taps:
             raise ValueError("this classifier has no taps for a masker to read: name them, e.g. "
                              "Classifier(model, taps=['layer3', 'layer4']), or see masksal.classifiers.find_taps")
         feats: dict[str, Tensor] = {}
         handles = []
         modules = dict(self.model.named_modules())
+        size = (int(images.shape[-2]), int(images.shape[-1]))
         for name in self.taps:
             def hook(_m: nn.Module, _i: Any, out: Any, name: str = name) -> None:
-                feats[name] = out if isinstance(out, Tensor) else out[0]
+                raw = out if isinstance(out, Tensor) else out[0]
+                feats[name] = self.as_map(name, raw, size, batch=int(images.shape[0]))
             handles.append(modules[name].register_forward_hook(hook))
         try:
             logits = self.forward(images)
@@ -141,18 +159,46 @@ class Classifier(nn.Module):
                 h.remove()
         return logits, feats
 
+    @property
+    def layout(self) -> TokenLayout:
+        """What the wrapped model declares about its token / channels-last outputs."""
+        if self._layout is None:
+            self._layout = token_layout(self.model)
+        return self._layout
+
+    def as_map(self, name: str, output: Tensor, image_size: tuple[int, int], batch: int | None = None) -> Tensor:
+        """The output of layer ``name`` as a ``(B, C, h, w)`` map, for images of ``image_size``.
+
+        The ``reshape`` hook first, if any; then the automatic rules (:func:`masksal.taps.to_grid`:
+        ``(B, C, h, w)`` kept, ``(B, h, w, C)`` permuted, ``(B, N, C)`` tokens laid on their grid
+        without the class / register tokens). A view of ``output`` where possible.
+
+        Raises:
+            ValueError: one line naming the layer, its shape and the ``reshape=`` way out.
+        """
+        if self.reshape is not None:
+            mapped = self.reshape(name, output, image_size)
+            if mapped is not None:
+                if not isinstance(mapped, Tensor) or mapped.dim() != 4:
+                    got = tuple(mapped.shape) if isinstance(mapped, Tensor) else type(mapped).__name__
+                    raise ValueError(f"the reshape hook returned {got} for tap {name!r}; expected a (B, C, h, w) map")
+                return mapped
+        try:
+            return to_grid(output, image_size, self.layout, batch)
+        except ValueError as e:
+            raise ValueError(f"tap {name!r} (output {tuple(output.shape)}): {e}; pass Classifier(..., reshape=fn) "
+                             "with fn(tap, output, (H, W)) -> (B, C, h, w)") from None
+
     def layer(self, name: str) -> nn.Module:
         """The submodule ``name`` of the wrapped model (e.g. ``"layer4"`` for Grad-CAM)."""
         return self.model.get_submodule(name)
 
     @torch.no_grad()
     def tap_shapes(self, image_size: int) -> dict[str, tuple[int, int, int]]:
-        """``{tap: (channels, height, width)}`` for square inputs of ``image_size`` pixels."""
-        was_training = self.training
-        self.eval()
-        device = self.mean.device
-        _, feats = self.forward_with_taps(torch.zeros(1, 3, image_size, image_size, device=device))
-        self.train(was_training)
+        """``{tap: (channels, height, width)}`` for square inputs of ``image_size`` pixels (one dry
+        run in eval mode; every submodule's own mode is restored afterwards)."""
+        with eval_mode(self):
+            _, feats = self.forward_with_taps(torch.zeros(1, 3, image_size, image_size, device=self.mean.device))
         return {k: (int(v.shape[1]), int(v.shape[2]), int(v.shape[3])) for k, v in feats.items()}
 
     def fingerprint(self) -> str:
@@ -170,6 +216,7 @@ def as_classifier(
     taps: Sequence[str] = (),
     mean: Sequence[float] = IMAGENET_MEAN,
     std: Sequence[float] = IMAGENET_STD,
+    reshape: TapReshape | None = None,
 ) -> Classifier:
     """``model`` itself if it is a :class:`Classifier`, else ``model`` wrapped in one.
 
@@ -181,85 +228,7 @@ def as_classifier(
         return model
     if not isinstance(model, nn.Module):
         raise ValueError(f"expected a torch nn.Module classifier, got {type(model).__name__}")
-    return Classifier(model, taps, mean, std)
-
-
-def _spatial(t: Any) -> tuple[int, int] | None:
-    """``(h, w)`` of a ``(B, C, h, w)`` map of the square dry-run image, else None. Requiring
-    ``h == w`` rejects channels-last ``(B, h, w, C)`` tensors (ConvNeXt blocks permute)."""
-    if isinstance(t, Tensor) and t.dim() == 4 and t.shape[-1] == t.shape[-2] and t.shape[-1] > 1:
-        return int(t.shape[-2]), int(t.shape[-1])
-    return None
-
-
-@torch.no_grad()
-def find_taps(model: nn.Module, image_size: int = 224, count: int = 2) -> list[str]:
-    """The last ``count`` spatial stages of ``model``, found by one dry run.
-
-    Every submodule's input and output are watched during a forward pass of a blank square
-    image. Outputs that are ``(B, C, h, w)`` maps are grouped by resolution; for each resolution
-    the module that *finished last* with it stands for the stage (for a ResNet that is
-    ``layer3``, not ``layer3.1.relu``: a stage's container finishes after its parts). Skipped:
-    parts of a block that changes the resolution (the expansion layer inside a strided
-    MobileNet block is not a stage of its own), and layers that enlarge the map (VGG's
-    adaptive pooling to 7x7). The last ``count`` resolutions are returned, coarsest last.
-
-    Torchvision ResNets and timm models with ``feature_info`` get named defaults without a dry
-    run (see :func:`create_classifier`); this is for every other module.
-
-    Raises:
-        ValueError: fewer than ``count`` spatial stages (e.g. a vision transformer, whose tokens
-            are not ``(B, C, h, w)`` maps: name its taps yourself).
-    """
-    inner = model.model if isinstance(model, Classifier) else model
-    seen: dict[str, tuple[tuple[int, int] | None, tuple[int, int] | None]] = {}
-    order: list[str] = []
-    handles = []
-    for name, module in inner.named_modules():
-        if not name:
-            continue
-
-        def hook(_m: nn.Module, inputs: Any, out: Any, name: str = name) -> None:
-            first = inputs[0] if isinstance(inputs, tuple) and inputs else None
-            seen[name] = (_spatial(first), _spatial(out))
-            if name in order:
-                order.remove(name)
-            order.append(name)  # completion order, last call wins
-        handles.append(module.register_forward_hook(hook))
-    device = module_device(inner)
-    with eval_mode(inner):
-        try:
-            x = torch.zeros(1, 3, image_size, image_size, device=device)
-            inner(model.normalize(x) if isinstance(model, Classifier) else x)
-        finally:
-            for h in handles:
-                h.remove()
-
-    def inside_resizing_block(name: str, out: tuple[int, int]) -> bool:
-        parts = name.split(".")
-        for i in range(1, len(parts)):
-            a_in, a_out = seen.get(".".join(parts[:i]), (None, None))
-            if a_in == out and a_out != out:
-                return True
-        return False
-
-    last: dict[tuple[int, int], str] = {}
-    sizes: list[tuple[int, int]] = []
-    for name in order:
-        res_in, res_out = seen[name]
-        if res_out is None or (res_in is not None and res_out[0] > res_in[0]):
-            continue
-        if inside_resizing_block(name, res_out):
-            continue
-        last[res_out] = name
-        if res_out in sizes:
-            sizes.remove(res_out)
-        sizes.append(res_out)
-    stages = [last[r] for r in sizes]
-    if len(stages) < count:
-        raise ValueError(f"found {len(stages)} spatial stage(s) in the model ({stages}); a masker needs "
-                         f"{count}: name the taps yourself (module names from model.named_modules())")
-    return stages[-count:]
+    return Classifier(model, taps, mean, std, reshape=reshape)
 
 
 @contextmanager
@@ -326,15 +295,16 @@ class SmallResNet(nn.Module):
 
 
 def _default_taps(arch: str, model: nn.Module) -> list[str]:
-    names = dict(model.named_modules())
-    if "layer3" in names and "layer4" in names:
-        return ["layer3", "layer4"]  # the paper's final model reads the top two stages
-    info = getattr(model, "feature_info", None)
-    if info is not None:  # timm models list their stages
-        mods = [i["module"] for i in info]
-        return mods[-2:]
-    raise ValueError(f"no default taps for architecture {arch!r}: name them with taps=[...] "
-                     "(module names from model.named_modules())")
+    """The family's taps (:func:`masksal.taps.family_taps`), else the top two stages of a dry run
+    at 224 px (a model's stages do not depend on the input size)."""
+    taps = family_taps(model)
+    if taps is not None:
+        return taps
+    try:
+        return find_taps(model, 224)
+    except ValueError:
+        raise ValueError(f"no default taps for architecture {arch!r}: name them with taps=[...] "
+                         "(module names from model.named_modules())") from None
 
 
 def create_classifier(

@@ -90,8 +90,11 @@ class ClassifierConfig:
 
 @dataclass
 class ClassifierTrainConfig:
-    """Training of the classifier itself (``masksal train-classifier``): SGD + one-cycle."""
+    """Training of the classifier itself (``masksal train-classifier``): SGD with Nesterov momentum
+    (``optimizer: sgd``) or AdamW (``adamw``: ``momentum`` unused; what vision transformers trained
+    from scratch need), with a one-cycle learning rate."""
 
+    optimizer: str = field(default="sgd", metadata={"choices": ("sgd", "adamw")})
     epochs: int = field(default=8, metadata=_positive())
     batch_size: int = field(default=128, metadata=_positive())
     lr: float = field(default=0.2, metadata={"min": 0.0})

@@ -1,6 +1,6 @@
 """Saliency methods behind one base class, :class:`Explainer`: ``explain(images, targets) -> maps``.
 
-Build one by name with :func:`create_explainer` (``"gradcam"``, ``"rise"``, ``"ep"``, ``"masker"``...)
+Build one by name with :func:`create_explainer` (``"gradcam"``, ``"rise"``, ``"ep"``, ``"rollout"``, ``"masker"``...)
 or use the classes directly; every class is built with the classifier (a masksal ``Classifier`` or
 any ``nn.Module``) and its settings, and ``explain_with_logits`` hands back the classifier's logits
 with the maps.
@@ -22,9 +22,11 @@ from masksal.explainers.registry import (
     register_explainer,
 )
 from masksal.explainers.rise import RISE
+from masksal.explainers.rollout import AttentionRollout, GradientRollout
 
 __all__ = [
     "RISE",
+    "AttentionRollout",
     "CentreBaseline",
     "Explainer",
     "ExplainerFactory",
@@ -32,6 +34,7 @@ __all__ = [
     "ExtremalPerturbation",
     "FIDO",
     "GradCAM",
+    "GradientRollout",
     "GuidedBackprop",
     "IntegratedGradients",
     "MeaningfulPerturbation",

@@ -10,6 +10,7 @@ from torch import Tensor, nn
 
 from masksal.classifiers import Classifier
 from masksal.explainers.base import Explainer, Explanation
+from masksal.taps import family_cam_layer
 
 
 def layer_name(classifier: Classifier, layer: str | nn.Module) -> str:
@@ -44,6 +45,28 @@ def layer_name(classifier: Classifier, layer: str | nn.Module) -> str:
                      f"{_children(names[parent], parent)}")
 
 
+def default_layer(classifier: Classifier) -> str:
+    """The Grad-CAM layer of a known family (:func:`masksal.taps.family_cam_layer`): ``layer4``
+    for ResNets, the last block's first normalization for ViTs, the last ``feature_info`` stage.
+
+    Raises:
+        ValueError: another model: name the layer.
+    """
+    layer = family_cam_layer(classifier.model)
+    if layer is None:
+        raise ValueError("Grad-CAM: no default layer for this model (not a ResNet, ViT or timm model with "
+                         f"feature_info): pass layer=...; its top-level modules: {_children(classifier.model, '')}")
+    return layer
+
+
+def _first_tensor(out: Any) -> Tensor | None:
+    if isinstance(out, Tensor):
+        return out
+    if isinstance(out, (tuple, list)) and out and isinstance(out[0], Tensor):
+        return out[0]  # nn.MultiheadAttention: (output, weights)
+    return None
+
+
 def _children(module: nn.Module, prefix: str) -> str:
     names = [f"{prefix}.{n}" if prefix else n for n, _ in module.named_children()]
     return ", ".join(names) if names else "(none)"
@@ -67,12 +90,21 @@ class GradCAM(Explainer):
     come from the same forward pass. The result equals ``LayerGradCam(...,
     relu_attributions=True)`` upsampled bilinearly (tested).
 
+    Transformers: the layer's output may be tokens ``(B, N, K)`` or a channels-last map
+    ``(B, h, w, K)`` (Swin): activations and gradients are laid on their ``(B, K, h, w)`` grid by
+    the classifier's rules (:meth:`~masksal.classifiers.Classifier.as_map`: class and register
+    tokens dropped; a ``reshape=`` hook for other layouts), then weighted as above. The default
+    layer of a ViT is the last block's first normalization (``blocks.11.norm1`` in timm): the
+    last block's own output reaches a class-token head only through the class token, so its
+    patch tokens get a zero gradient and Grad-CAM a blank map there.
+
     Args:
         classifier: the model to explain (a ``Classifier`` or an ``nn.Module`` taking
             ImageNet-normalized images).
         layer: the layer whose output is weighted: a dotted name (``"layer4"`` for ResNets)
-            or the submodule itself (``model.layer4``); its output must be a ``(B, K, h, w)``
-            tensor and it must run once per forward pass.
+            or the submodule itself (``model.layer4``); ``None``: the family's default
+            (:func:`default_layer`). Its output must be a map or tokens (see above) and it must
+            run once per forward pass.
 
     Example:
         >>> import torch, torchvision
@@ -87,24 +119,28 @@ class GradCAM(Explainer):
     name = "gradcam"
     classifier: Classifier
 
-    def __init__(self, classifier: Classifier | nn.Module, layer: str | nn.Module = "layer4") -> None:
+    def __init__(self, classifier: Classifier | nn.Module, layer: str | nn.Module | None = None) -> None:
         super().__init__(classifier)
-        self.layer = layer_name(self.classifier, layer)
+        self.layer = default_layer(self.classifier) if layer is None else layer_name(self.classifier, layer)
 
     def _maps(self, images: Tensor, targets: Tensor | None) -> Explanation:
         """``(B, H, W)`` maps ``>= 0`` and the logits of the one forward pass."""
         captured: list[Tensor] = []
 
-        def hook(_m: nn.Module, _i: Any, out: Any) -> Tensor:
-            if not isinstance(out, Tensor) or out.dim() != 4:
-                raise ValueError(f"Grad-CAM layer {self.layer!r} must output a (B, K, h, w) tensor")
+        def hook(_m: nn.Module, _i: Any, out: Any) -> Any:
+            t = _first_tensor(out)
+            if t is None or t.dim() not in (3, 4):
+                raise ValueError(f"Grad-CAM layer {self.layer!r} must output a (B, K, h, w) tensor (or tokens "
+                                 f"(B, N, K), or a channels-last map), got {type(out).__name__}"
+                                 + (f" {tuple(t.shape)}" if t is not None else ""))
             if captured:
                 raise ValueError(f"Grad-CAM layer {self.layer!r} runs more than once per forward pass")
             # Start recording the graph here: nothing below the layer is kept for backward.
             torch.set_grad_enabled(True)
-            act = out.detach().requires_grad_()
+            act = t.detach().requires_grad_()
             captured.append(act)
-            return act.clone()  # the layers above may modify their input in place
+            # A clone: the layers above may modify their input in place.
+            return act.clone() if isinstance(out, Tensor) else type(out)([act.clone(), *out[1:]])
 
         handle = self.classifier.layer(self.layer).register_forward_hook(hook)
         try:
@@ -119,8 +155,12 @@ class GradCAM(Explainer):
         with torch.enable_grad():
             score = logits.gather(1, t[:, None]).sum()
         (grad,) = torch.autograd.grad(score, act)
+        # Tokens and channels-last maps onto their (B, K, h, w) grid; both tensors the same way.
+        size, n = (int(images.shape[-2]), int(images.shape[-1])), int(images.shape[0])
+        grad = self.classifier.as_map(self.layer, grad, size, batch=n)
+        a = self.classifier.as_map(self.layer, act.detach(), size, batch=n)
         weights = grad.mean(dim=(2, 3), keepdim=True)
-        cam = F.relu((weights * act.detach()).sum(dim=1, keepdim=True))
+        cam = F.relu((weights * a).sum(dim=1, keepdim=True))
         cam = F.interpolate(cam, size=images.shape[-2:], mode="bilinear", align_corners=False)
         return Explanation(cam[:, 0], logits.detach())
 
@@ -135,9 +175,13 @@ class PytorchGradCamExplainer(Explainer):
     min-max normalized per image, ``(B, H, W)`` in [0, 1]; parameter ``.grad`` fields are
     restored afterwards. The logits of its forward pass are handed back by ``explain_with_logits``.
 
+    Token and channels-last layers are handed to the package through its ``reshape_transform``,
+    with the classifier's rules (as :class:`GradCAM`).
+
     Args:
         classifier: the model to explain (a ``Classifier`` or an ``nn.Module``).
-        layer: the target layer, a dotted name (``"layer4"`` for ResNets) or the submodule.
+        layer: the target layer, a dotted name (``"layer4"`` for ResNets) or the submodule;
+            ``None``: the family's default (:func:`default_layer`).
 
     Raises:
         ImportError: the package is not installed.
@@ -147,14 +191,14 @@ class PytorchGradCamExplainer(Explainer):
     needs_grad = True
     classifier: Classifier
 
-    def __init__(self, classifier: Classifier | nn.Module, layer: str | nn.Module = "layer4") -> None:
+    def __init__(self, classifier: Classifier | nn.Module, layer: str | nn.Module | None = None) -> None:
         try:
             import pytorch_grad_cam  # noqa: F401
         except ImportError:
             raise ImportError("pytorch_grad_cam is not installed: pip install grad-cam "
                               "(or pip install 'masksal[bench]')") from None
         super().__init__(classifier)
-        self.layer = layer_name(self.classifier, layer)
+        self.layer = default_layer(self.classifier) if layer is None else layer_name(self.classifier, layer)
 
     def _maps(self, images: Tensor, targets: Tensor | None) -> Explanation:
         from pytorch_grad_cam import GradCAM as PackageGradCAM
@@ -164,8 +208,14 @@ class PytorchGradCamExplainer(Explainer):
         saved = [p.grad for p in params]
         # None: the package takes the top-1 class of its own forward pass.
         cam_targets = None if targets is None else [ClassifierOutputTarget(int(c)) for c in targets.tolist()]
+        size, n = (int(images.shape[-2]), int(images.shape[-1])), int(images.shape[0])
+
+        def reshape(t: Tensor) -> Tensor:
+            return self.classifier.as_map(self.layer, t, size, batch=n)
+
         try:
-            with PackageGradCAM(model=self.classifier, target_layers=[self.classifier.layer(self.layer)]) as cam:
+            with PackageGradCAM(model=self.classifier, target_layers=[self.classifier.layer(self.layer)],
+                                reshape_transform=reshape) as cam:
                 maps = cam(input_tensor=images, targets=cam_targets)
                 logits = cam.outputs.detach()
         finally:

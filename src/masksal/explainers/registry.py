@@ -29,6 +29,7 @@ from masksal.explainers.gradients import GuidedBackprop, IntegratedGradients, Sm
 from masksal.explainers.meaningful_perturbation import MeaningfulPerturbation
 from masksal.explainers.prediction_difference import PredictionDifference
 from masksal.explainers.rise import RISE
+from masksal.explainers.rollout import AttentionRollout, GradientRollout
 
 ExplainerFactory = Callable[..., Explainer]
 """``factory(classifier, **options) -> Explainer``; ``classifier`` may be ``None`` for methods
@@ -272,6 +273,8 @@ register_explainer("ig", IntegratedGradients)
 register_explainer("smoothgrad", SmoothGrad)
 register_explainer("guided_backprop", GuidedBackprop)
 register_explainer("rise", RISE)
+register_explainer("rollout", AttentionRollout, aliases=["attention_rollout"])
+register_explainer("grad_rollout", GradientRollout)
 register_explainer("meaningful_perturbation", MeaningfulPerturbation, aliases=["mp"])
 register_explainer("extremal_perturbation", ExtremalPerturbation, aliases=["ep"])
 register_explainer("centre", CentreBaseline)

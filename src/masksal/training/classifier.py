@@ -51,8 +51,12 @@ class ClassifierTraining:
         self.clf, self.cfg, self.device = classifier, cfg, device
         if run.sync_batchnorm and is_distributed():
             convert_sync_batchnorm(classifier.model, device)
-        self.opt = torch.optim.SGD(classifier.parameters(), lr=cfg.lr, momentum=cfg.momentum,
-                                   weight_decay=cfg.weight_decay, nesterov=True)
+        self.opt: torch.optim.Optimizer
+        if cfg.optimizer == "adamw":
+            self.opt = torch.optim.AdamW(classifier.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        else:
+            self.opt = torch.optim.SGD(classifier.parameters(), lr=cfg.lr, momentum=cfg.momentum,
+                                       weight_decay=cfg.weight_decay, nesterov=True)
         # Warm up a quarter of the run (at least 2 steps, or OneCycleLR divides by zero on tiny runs).
         steps = max(total_steps, 4)
         self.sched = torch.optim.lr_scheduler.OneCycleLR(self.opt, max_lr=cfg.lr, total_steps=steps,

@@ -45,6 +45,7 @@ from masksal.masker import Masker, MaskerConfig, MaskerNet
 from masksal.objectives import ObjectiveConfig
 from masksal.precision import RunOptions
 from masksal.rundir import RunLock, RunLog, start_step
+from masksal.taps import family_taps
 from masksal.training.data import as_training_dataset, build_dataset, dataset_classes, step_loader
 from masksal.training.loop import DivergedError, describe_run, run_steps
 from masksal.training.masker_step import MaskerTraining
@@ -219,7 +220,8 @@ def fit_masker(
     clf = clf.to(dev)
     if taps is not None or not clf.taps:
         chosen = list(taps) if taps is not None else default_taps(clf, image_size)
-        clf = Classifier(clf.model, chosen, clf.spec.mean, clf.spec.std, spec=copy.deepcopy(clf.spec))
+        clf = Classifier(clf.model, chosen, clf.spec.mean, clf.spec.std, spec=copy.deepcopy(clf.spec),
+                         reshape=clf.reshape)
         if taps is None and progress:
             print(f"masker taps: {', '.join(chosen)} (the top two stages; pass taps=[...] to choose)")
     if mode != "fix":
@@ -257,17 +259,11 @@ def fit_masker(
 
 
 def default_taps(classifier: Classifier, image_size: int) -> list[str]:
-    """The top two stages: ``layer3``/``layer4`` (ResNets), ``feature_info`` (timm), else a dry run."""
-    names = dict(classifier.model.named_modules())
-    if "layer3" in names and "layer4" in names:
-        return ["layer3", "layer4"]
-    info = getattr(classifier.model, "feature_info", None)
-    if info is not None:
-        try:
-            return [i["module"] for i in info][-2:]
-        except (TypeError, KeyError):
-            pass
-    return find_taps(classifier, image_size)
+    """The top two stages: ``layer3``/``layer4`` (ResNets), the last two blocks (ViTs), the last
+    two ``feature_info`` stages (timm: Swin, ConvNeXt, EfficientNet...), else found by a dry run
+    at ``image_size`` (see :func:`masksal.taps.family_taps`)."""
+    taps = family_taps(classifier.model)
+    return taps if taps is not None else find_taps(classifier, image_size)
 
 
 def _classifier_for(cfg: ExperimentConfig, num_classes: int, device: torch.device) -> Classifier:
