@@ -385,3 +385,22 @@ def test_benchmark_pairs_spec() -> None:
     assert isinstance(ds, BenchmarkDataset) and ds.objects == 2 and len(ds) == 6
     with pytest.raises(ValueError, match="benchmark:pairs"):
         load_dataset("benchmark:triples", split="test", size=32, n=3)
+
+
+def test_mixed_benchmark_and_mixed_batches() -> None:
+    from masksal.config import load_config
+    from masksal.data.benchmark import MixedBenchmark
+    from masksal.training import build_dataset
+
+    cfg = load_config(None, ["data.dataset=benchmark:mixed", "data.n_train=8", "data.image_size=32",
+                             "data.cache_dir=null"])
+    ds = build_dataset(cfg, "train")
+    assert isinstance(ds, MixedBenchmark) and len(ds) == 4 + 2 * 2 and ds.num_classes == 20
+    assert "object_labels" not in ds[3] and "object_labels" in ds[4]
+    batch = collate([ds[i] for i in (3, 4, 5)])  # one single-object image, both requests of a pair image
+    assert batch.object_labels is not None and batch.object_boxes is not None and batch.object_masks is not None
+    assert batch.object_labels[0].tolist() == [ds[3]["label"]]  # a single object: its label, box and mask
+    assert torch.equal(batch.object_boxes[0], ds[3]["boxes"]) and torch.equal(batch.object_masks[0][0], ds[3]["mask"])
+    assert len(batch.object_labels[1]) == 2 and batch.object_masks[1].shape == (2, 32, 32)
+    with pytest.raises(ValueError, match="benchmark:mixed"):
+        MixedBenchmark(BenchmarkDataset("train", n=2, size=32), BenchmarkDataset("train", n=2, size=48, objects=2))

@@ -127,3 +127,14 @@ def test_multilabel_conditional_masker_trains_alongside_its_classifier() -> None
     pair = [int(v) for v in data[0]["object_labels"]]
     maps = masker.explain_targets(x[:1], pair)
     assert maps.shape == (1, 2, 32, 32) and torch.isfinite(maps).all()
+
+
+def test_the_clean_gate_on_images_of_several_objects() -> None:
+    from masksal.training.masker_step import seen_clean
+
+    logits = torch.tensor([[3.0, 2.0, 0.0], [3.0, 2.0, 0.0], [3.0, 2.0, 0.0]])
+    single = _batch([1, 0, 2])
+    assert seen_clean(logits, single).tolist() == [False, True, False]  # top-1 only
+    pairs = _batch([1, 0, 2], objects=[[1, 2], [0, 2], [2, 1]])
+    assert seen_clean(logits, pairs).tolist() == [True, True, False]  # among the top 2 on two-object images
+    assert seen_clean(torch.tensor([[-1.0, 0.5, 4.0]]), _batch([1], [[1, 2]]), multilabel=True).tolist() == [True]

@@ -197,6 +197,7 @@ def compute_objectives(
     logits_in: Tensor | None,
     logits_out: Tensor | None,
     absent_masks: Tensor | None = None,
+    clean_gate: Tensor | None = None,
 ) -> dict[str, Tensor]:
     """All enabled terms, weighted, plus ``"total"``.
 
@@ -209,10 +210,14 @@ def compute_objectives(
             ``None`` when that side is not needed by the configuration.
         absent_masks: ``(B, A, H, W)`` a conditional masker's masks of classes absent from each
             image (term ``"absent"``), or ``None``.
+        clean_gate: ``(B,)`` bool, the images whose label the classifier sees on the clean image
+            (the masked-out entropy and area gates); default: :func:`predicted` on
+            ``logits_clean`` (the training step passes "among the top M classes" for an image of
+            M objects).
     """
     terms: dict[str, Tensor] = {}
     ml = cfg.multilabel
-    correct_clean = predicted(logits_clean, labels, ml)
+    correct_clean = predicted(logits_clean, labels, ml) if clean_gate is None else clean_gate
     if cfg.masked_in:
         assert logits_in is not None
         term = binary_masked_in(logits_in, labels) if ml else masked_in_ce(logits_in, labels)

@@ -107,7 +107,8 @@ def collate(samples: list[dict[str, Any]]) -> Batch:
     Each sample is a dict with ``image`` (3, H, W) float, ``label`` int, ``boxes`` (K, 4)
     float, optional ``mask`` (H, W) uint8, optional ``id`` str and, for multi-object images,
     optional ``object_labels`` (M,) int, ``object_boxes`` (M, 4) float and ``object_masks``
-    (M, H, W) uint8 (kept only when every sample of the batch has them); or an *error sample*
+    (M, H, W) uint8 (when some samples of a batch list their objects and others do not, the
+    others' one object is their ``label``, ``boxes`` and ``mask``); or an *error sample*
     ``{"error": "<path>: <reason>", "id": str}`` for a file that could not be read, which is
     left out of the batch and whose message goes to ``Batch.skipped``. When every sample failed
     the batch is empty: ``images`` ``(0, 3, 0, 0)``, no labels, boxes or ids.
@@ -125,11 +126,19 @@ def collate(samples: list[dict[str, Any]]) -> Batch:
     if all(s.get("mask") is not None for s in good):
         masks = torch.stack([torch.as_tensor(s["mask"], dtype=torch.uint8) for s in good])
     ids = [str(s.get("id", i)) for i, s in enumerate(good)]
-    objects: dict[str, list[Tensor] | None] = {}
-    for key, dtype in (("object_labels", torch.long), ("object_boxes", torch.float32),
-                       ("object_masks", torch.uint8)):
-        have = all(s.get(key) is not None for s in good)
-        objects[key] = [torch.as_tensor(s[key], dtype=dtype) for s in good] if have else None
-    if objects["object_boxes"] is not None:
-        objects["object_boxes"] = [b.reshape(-1, 4) for b in objects["object_boxes"]]
+    objects: dict[str, list[Tensor] | None] = {"object_labels": None, "object_boxes": None, "object_masks": None}
+    if any(s.get("object_labels") is not None for s in good):
+        # A batch mixing multi-object and single-object images: a sample without the lists has
+        # one object, its label (with its box and mask when it has them).
+        objects["object_labels"] = [torch.as_tensor(s["object_labels"], dtype=torch.long).reshape(-1)
+                                    if s.get("object_labels") is not None else labels[i: i + 1].clone()
+                                    for i, s in enumerate(good)]
+        if all(s.get("object_boxes") is not None or s.get("boxes") is not None for s in good):
+            objects["object_boxes"] = [torch.as_tensor(s["object_boxes"] if s.get("object_boxes") is not None
+                                                       else s["boxes"], dtype=torch.float32).reshape(-1, 4)
+                                       for s in good]
+        if all(s.get("object_masks") is not None or s.get("mask") is not None for s in good):
+            objects["object_masks"] = [torch.as_tensor(s["object_masks"], dtype=torch.uint8)
+                                       if s.get("object_masks") is not None
+                                       else torch.as_tensor(s["mask"], dtype=torch.uint8)[None] for s in good]
     return Batch(images=images, labels=labels, boxes=boxes, masks=masks, ids=ids, skipped=skipped, **objects)

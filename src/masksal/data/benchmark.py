@@ -334,3 +334,33 @@ class BenchmarkDataset(Dataset[dict[str, Any]]):
             "object_boxes": torch.from_numpy(self.boxes[k].copy()),
             "object_masks": torch.from_numpy(self.masks[k].copy()),
         }
+
+
+class MixedBenchmark(Dataset[dict[str, Any]]):
+    """Single-object and two-object images of the benchmark together (data spec ``benchmark:mixed``),
+    for training a masker that must handle both: items ``0 .. len(single) - 1`` are ``single``'s,
+    the rest ``pairs``' (each pair image once per object, see :class:`BenchmarkDataset`).
+
+    Args:
+        single: a :class:`BenchmarkDataset` with ``objects=1``.
+        pairs: a :class:`BenchmarkDataset` with ``objects=2`` of the same classes.
+
+    Raises:
+        ValueError: the two have other classes or other image sizes.
+    """
+
+    def __init__(self, single: BenchmarkDataset, pairs: BenchmarkDataset) -> None:
+        if single.classes != pairs.classes or single.size != pairs.size or (single.objects, pairs.objects) != (1, 2):
+            raise ValueError("benchmark:mixed needs a single-object and a two-object BenchmarkDataset of the same "
+                             "classes and image size")
+        self.single, self.pairs = single, pairs
+        self.classes, self.num_classes, self.size = single.classes, single.num_classes, single.size
+
+    def __len__(self) -> int:
+        return len(self.single) + len(self.pairs)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        if not -len(self) <= i < len(self):
+            raise IndexError(f"index {i} out of range for {len(self)} samples")
+        i %= len(self)
+        return self.single[i] if i < len(self.single) else self.pairs[i - len(self.single)]

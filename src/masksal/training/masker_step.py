@@ -115,7 +115,8 @@ class MaskerTraining:
             judge = self.snapshot
         logits_in, logits_out = self._judge(judge, x_in, x_out)
         terms = compute_objectives(self.obj, masks, y, logits_clean.detach(), logits_in, logits_out,
-                                   absent if absent is not None and absent.shape[1] else None)
+                                   absent if absent is not None and absent.shape[1] else None,
+                                   clean_gate=seen_clean(logits_clean.detach(), b, self.obj.multilabel))
         self._update(terms, logits_clean, logits_in, logits_out, b, use_snapshot)
         if self.tr.mode == "pool" and (step + 1) % self.tr.pool_every == 0:
             self.pool.append({k: v.detach().cpu().clone() for k, v in self.clf.model.state_dict().items()})
@@ -211,6 +212,19 @@ class MaskerTraining:
         if state.get("scaler"):
             self.amp.scaler.load_state_dict(state["scaler"])
         self.pool = list(state.get("pool", []))
+
+
+def seen_clean(logits: Tensor, batch: Batch, multilabel: bool = False) -> Tensor:
+    """``(B,)`` bool: the classifier sees each image's label on the clean image: ``z_y > 0``
+    (multi-label), else ``y`` is its top-1 class, or among its top M on an image that lists M
+    objects (``batch.object_labels``: on two objects a softmax shares its mass, and the
+    requested one may rank second while being seen)."""
+    labels = batch.labels
+    if multilabel or batch.object_labels is None:
+        return predicted(logits, labels, multilabel)
+    m = torch.tensor([len(o) for o in batch.object_labels], device=logits.device)
+    above = (logits > logits.gather(1, labels[:, None])).sum(dim=1)  # classes ranked before y
+    return above < m
 
 
 def sample_targets(batch: Batch, num_classes: int, absent: int, generator: torch.Generator) -> Tensor:
