@@ -151,6 +151,14 @@ def binary_masked_out(kind: str, logits_out: Tensor, labels: Tensor, gate: Tenso
     return (0.5 * (F.softplus(z) + F.softplus(-z))).mean()
 
 
+def multilabel_loss(logits: Tensor, positives: Tensor) -> Tensor:
+    """A multi-label classifier's loss: binary cross-entropy of ``(B, C)`` logits with multi-hot
+    ``positives``, summed over the classes and averaged over the images (the scale of a softmax
+    cross-entropy, so learning rates tuned for single-label training carry over; a mean over the
+    classes too would make every gradient C times smaller)."""
+    return F.binary_cross_entropy_with_logits(logits, positives, reduction="none").sum(dim=1).mean()
+
+
 def absent_area(masks: Tensor) -> Tensor:
     """Mean area of the masks of absent classes ``(B, A, H, W)``: 0 when every one is empty."""
     return masks.float().mean() if masks.numel() else masks.new_zeros(())

@@ -28,6 +28,7 @@ from masksal.distributed import (
     wrap_ddp,
 )
 from masksal.metrics.classification import ClassificationAccuracy
+from masksal.objectives import multilabel_loss
 from masksal.precision import MixedPrecision, RunOptions, compiled
 from masksal.rundir import RunLock, RunLog, start_step
 from masksal.training.data import (
@@ -66,9 +67,9 @@ class ClassifierTraining:
         with self.amp.autocast():
             logits = self.model(b.images)
         if self.cfg.multilabel:  # sigmoid outputs: every object of the image a positive label
-            positives = b.positives(logits.shape[1])
             smooth = self.cfg.label_smoothing
-            loss = F.binary_cross_entropy_with_logits(logits.float(), positives * (1 - smooth) + smooth / 2)
+            loss = multilabel_loss(logits.float(), b.positives(logits.shape[1]) * (1 - smooth) + smooth / 2)
+            positives = b.positives(logits.shape[1])
             hit = positives.gather(1, logits.argmax(1, keepdim=True))[:, 0] > 0
         else:
             loss = F.cross_entropy(logits.float(), b.labels, label_smoothing=self.cfg.label_smoothing)

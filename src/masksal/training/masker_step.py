@@ -28,7 +28,7 @@ from masksal.config import ExperimentConfig, MaskerTrainConfig, with_overrides
 from masksal.distributed import TapsForward, convert_sync_batchnorm, get_rank, is_distributed, wrap_ddp
 from masksal.masker import MaskerNet
 from masksal.masking import compose, infill
-from masksal.objectives import ObjectiveConfig, compute_objectives, predicted
+from masksal.objectives import ObjectiveConfig, compute_objectives, multilabel_loss, predicted
 from masksal.precision import MixedPrecision, RunOptions, compiled
 from masksal.types import Batch
 
@@ -162,7 +162,7 @@ class MaskerTraining:
 
             def loss(lg: Tensor) -> Tensor:
                 if positives is not None:
-                    return F.binary_cross_entropy_with_logits(lg, positives)
+                    return multilabel_loss(lg, positives)
                 return F.cross_entropy(lg, batch.labels)
 
             clf_loss = loss(logits_clean)
