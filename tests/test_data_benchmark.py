@@ -297,3 +297,110 @@ def test_dataset_start_offset_gives_the_generator_images_from_there():
     ref = generate("train", 6, 32, 0, ("digits",), 10)
     assert np.array_equal(ds.images, ref["images"])
     assert ds[0]["id"] == "train/10"
+
+
+# -- the two-object split ---------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def pairs64() -> dict[str, np.ndarray]:
+    return generate("test", 120, size=64, seed=0, objects=2, return_sources=True)
+
+
+def test_pairs_have_two_objects_of_different_classes(pairs64: dict[str, np.ndarray]) -> None:
+    labels = pairs64["labels"]
+    assert labels.shape == (120, 2) and labels.dtype == np.int64
+    assert (labels[:, 0] != labels[:, 1]).all()
+    assert np.array_equal(labels[:, 0], np.arange(120) % 20)  # balanced by the first object
+    assert len(set(labels[:, 1].tolist())) == 20  # the other class drawn among all the others
+    assert pairs64["boxes"].shape == (120, 2, 4) and pairs64["masks"].shape == (120, 2, 64, 64)
+    assert pairs64["sources"].shape == (120, 2)
+    digit_labels, animal_labels = sources.load_digits()[1], sources.load_animals()[1]
+    for label, src in zip(labels.reshape(-1), pairs64["sources"].reshape(-1), strict=True):  # each from its class
+        if label < 10:
+            assert src < sources.ANIMAL_OFFSET and digit_labels[src] == label
+        else:
+            assert src >= sources.ANIMAL_OFFSET and animal_labels[src - sources.ANIMAL_OFFSET] == label - 10
+
+
+def test_pairs_boxes_are_tight_boxes_of_disjoint_masks(pairs64: dict[str, np.ndarray]) -> None:
+    masks, boxes = pairs64["masks"], pairs64["boxes"]
+    assert set(np.unique(masks)) <= {0, 1}
+    assert not (masks[:, 0] & masks[:, 1]).any()  # no pixel belongs to both objects
+    for i in range(masks.shape[0]):
+        for k in range(2):
+            ys, xs = np.nonzero(masks[i, k])
+            assert ys.size > 0
+            assert boxes[i, k].tolist() == [xs.min(), ys.min(), xs.max(), ys.max()]
+        # Rectangles apart: the two boxes do not intersect, so a box can match only one object.
+        a, b = boxes[i]
+        assert a[2] < b[0] or b[2] < a[0] or a[3] < b[1] or b[3] < a[1], i
+        side = max(boxes[i, :, 2] - boxes[i, :, 0] + 1) / 64
+        assert side <= 0.5 + 1 / 64
+
+
+def test_pairs_are_deterministic_and_apart_from_the_single_object_images(pairs64: dict[str, np.ndarray]) -> None:
+    again = generate("test", 5, size=64, seed=0, objects=2, start=40)
+    for key in ("images", "labels", "boxes", "masks"):
+        assert np.array_equal(again[key], pairs64[key][40:45]), key
+    single = generate("test", 5, size=64, seed=0)
+    assert not np.array_equal(single["images"], pairs64["images"][:5])
+    with pytest.raises(ValueError, match="objects"):
+        generate("test", 1, size=64, objects=3)
+
+
+def test_pairs_dataset_yields_each_object_as_the_request(tmp_path: Path) -> None:
+    ds = BenchmarkDataset("val", n=6, size=48, objects=2, cache_dir=tmp_path)
+    ref = generate("val", 6, size=48, seed=0, objects=2)
+    assert len(ds) == 12
+    for i in range(12):
+        k, j = divmod(i, 2)
+        s = ds[i]
+        assert s["id"] == f"val/{k}/{j}"
+        assert torch.equal(s["image"], torch.from_numpy(ref["images"][k]).permute(2, 0, 1).float() / 255)
+        assert s["label"] == int(ref["labels"][k, j]) == int(s["object_labels"][j])
+        assert s["object_labels"].tolist() == ref["labels"][k].tolist()
+        assert torch.equal(s["boxes"][0], s["object_boxes"][j]) and s["boxes"].shape == (1, 4)
+        assert torch.equal(s["mask"], s["object_masks"][j])
+        assert torch.equal(s["object_masks"], torch.from_numpy(ref["masks"][k]))
+    batch = collate([ds[i] for i in range(4)])
+    assert batch.labels.tolist() == [int(v) for v in ref["labels"][:2].reshape(-1)]
+    assert batch.object_labels is not None and batch.object_boxes is not None and batch.object_masks is not None
+    first, second = ref["labels"][0].tolist(), ref["labels"][1].tolist()
+    assert [t.tolist() for t in batch.object_labels] == [first, first, second, second]
+    assert batch.positives(20).sum(1).tolist() == [2.0] * 4  # both objects are positive labels
+    assert batch.head(3).object_masks is not None and len(batch.head(3).object_masks) == 3
+    cached = BenchmarkDataset("val", n=6, size=48, objects=2, cache_dir=tmp_path)
+    assert cached.cache_rebuilt is None and np.array_equal(cached.masks, ds.masks)
+    assert len(list(tmp_path.glob("*-m2-*.npz"))) == 1  # its own cache file, apart from the single-object ones
+    # The single-object split keeps its sample dicts: no object fields, and collate leaves them None.
+    single = BenchmarkDataset("val", n=2, size=48)
+    assert "object_labels" not in single[0] and collate([single[0], single[1]]).object_labels is None
+
+
+def test_benchmark_pairs_spec() -> None:
+    from masksal.data import load_dataset
+
+    ds = load_dataset("benchmark:pairs", split="test", size=32, n=3)
+    assert isinstance(ds, BenchmarkDataset) and ds.objects == 2 and len(ds) == 6
+    with pytest.raises(ValueError, match="benchmark:pairs"):
+        load_dataset("benchmark:triples", split="test", size=32, n=3)
+
+
+def test_mixed_benchmark_and_mixed_batches() -> None:
+    from masksal.config import load_config
+    from masksal.data.benchmark import MixedBenchmark
+    from masksal.training import build_dataset
+
+    cfg = load_config(None, ["data.dataset=benchmark:mixed", "data.n_train=8", "data.image_size=32",
+                             "data.cache_dir=null"])
+    ds = build_dataset(cfg, "train")
+    assert isinstance(ds, MixedBenchmark) and len(ds) == 4 + 2 * 2 and ds.num_classes == 20
+    assert "object_labels" not in ds[3] and "object_labels" in ds[4]
+    batch = collate([ds[i] for i in (3, 4, 5)])  # one single-object image, both requests of a pair image
+    assert batch.object_labels is not None and batch.object_boxes is not None and batch.object_masks is not None
+    assert batch.object_labels[0].tolist() == [ds[3]["label"]]  # a single object: its label, box and mask
+    assert torch.equal(batch.object_boxes[0], ds[3]["boxes"]) and torch.equal(batch.object_masks[0][0], ds[3]["mask"])
+    assert len(batch.object_labels[1]) == 2 and batch.object_masks[1].shape == (2, 32, 32)
+    with pytest.raises(ValueError, match="benchmark:mixed"):
+        MixedBenchmark(BenchmarkDataset("train", n=2, size=32), BenchmarkDataset("train", n=2, size=48, objects=2))

@@ -394,7 +394,8 @@ def load_classifier(ckpt: str | Path, model: nn.Module | None = None, device: st
 def masker_net_for(classifier: Classifier, image_size: int, cfg: MaskerConfig) -> MaskerNet:
     """An untrained masker network reading ``classifier``'s taps at ``image_size``."""
     shapes = classifier.tap_shapes(image_size)
-    return MaskerNet({t: shapes[t][0] for t in classifier.taps}, cfg)
+    return MaskerNet({t: shapes[t][0] for t in classifier.taps}, cfg,
+                     num_classes=classifier.num_classes if cfg.conditional else None)
 
 
 def load_masker(ckpt: str | Path, model: nn.Module | None = None, device: str | torch.device = "cpu") -> Masker:

@@ -92,7 +92,13 @@ class ClassifierConfig:
 class ClassifierTrainConfig:
     """Training of the classifier itself (``masksal train-classifier``): SGD with Nesterov momentum
     (``optimizer: sgd``) or AdamW (``adamw``: ``momentum`` unused; what vision transformers trained
-    from scratch need), with a one-cycle learning rate."""
+    from scratch need), with a one-cycle learning rate.
+
+    ``multilabel``: sigmoid outputs trained with binary cross-entropy, every object of an image a
+    positive label (``data.dataset: benchmark:pairs`` lists two per image); its accuracy is then
+    the share of images whose top-1 class is one of their labels. Train its masker with
+    ``objectives.multilabel: true``.
+    """
 
     optimizer: str = field(default="sgd", metadata={"choices": ("sgd", "adamw")})
     epochs: int = field(default=8, metadata=_positive())
@@ -101,6 +107,7 @@ class ClassifierTrainConfig:
     momentum: float = field(default=0.9, metadata={"min": 0.0, "max": 1.0})
     weight_decay: float = field(default=5e-4, metadata={"min": 0.0})
     label_smoothing: float = field(default=0.0, metadata={"min": 0.0, "max": 1.0})
+    multilabel: bool = False
     seed: int = 0
     log_every: int = field(default=10, metadata=_positive())
     checkpoint_every: int = field(default=200, metadata=_positive())

@@ -26,9 +26,10 @@ data_app = typer.Typer(no_args_is_help=True, help="Work with the built-in benchm
 app.add_typer(data_app, name="data")
 
 DataOpt = Annotated[str, typer.Option(
-    help="benchmark, imagefolder:DIR, folder:DIR (unlabelled: top-1 explained), imagenet:ROOT, cub:ROOT, "
-         "wsol:METADATA:IMAGES.")]
-METRIC_HELP = "Comma-separated: le_om_f1, maxboxacc, pxap, sm, deletion_insertion, road, pointing_game."
+    help="benchmark, benchmark:pairs (two objects per image), imagefolder:DIR, folder:DIR (unlabelled: top-1 "
+         "explained), imagenet:ROOT, cub:ROOT, wsol:METADATA:IMAGES.")]
+METRIC_HELP = ("Comma-separated: le_om_f1, maxboxacc, pxap, sm, deletion_insertion, road, pointing_game, "
+               "class_sensitivity (on benchmark:pairs).")
 
 
 MetricOptionOpt = Annotated[list[str] | None, typer.Option(

@@ -98,14 +98,14 @@ def image_size_of(classifier_ckpt: str | None, methods: list[str]) -> int:
 def build_dataset(data: str, split: str, size: int, n: int, reference: Path | DataConfig | None = None) -> Dataset:
     """A dataset from a data spec; for the built-in benchmark, the families and seed the
     ``reference`` (a checkpoint, or its data config) was trained on, so labels mean the same classes."""
-    if data == "benchmark":
+    if data in ("benchmark", "benchmark:pairs"):
         from masksal.data.benchmark import BenchmarkDataset
 
-        kw: dict[str, Any] = {}
+        kw: dict[str, Any] = {"objects": 2} if data == "benchmark:pairs" else {}
         if reference is not None:
             dcfg = reference if isinstance(reference, DataConfig) else load_config_of(reference).data
-            if dcfg.dataset == "benchmark":
-                kw = {"families": tuple(dcfg.families), "seed": dcfg.seed, "max_distractors": dcfg.max_distractors}
+            if dcfg.dataset.partition(":")[0] == "benchmark":
+                kw.update(families=tuple(dcfg.families), seed=dcfg.seed, max_distractors=dcfg.max_distractors)
         return BenchmarkDataset(split=split, n=n, size=size, **kw)
     from masksal.data import load_dataset
 

@@ -56,18 +56,17 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
 from masksal.data.cache import load_npz, save_npz_atomic
+from masksal.data.render import MAX_DISTRACTORS, OBJECTS, render_pair, render_single
 from masksal.data.sources import (
     ANIMAL_NAMES,
     DIGIT_NAMES,
     FAMILIES,
     SPLITS,
-    ObjectSource,
     load_backgrounds,
     object_source,
 )
@@ -77,17 +76,7 @@ MIN_SIZE = 32
 MAX_SIZE = 224
 # Bumped whenever the rendering changes, so cached arrays of an older generator are not reused.
 GENERATOR_VERSION = 3
-
-OBJECT_SIDE = (0.35, 0.75)
-ASPECT_JITTER = 0.2
-DISTRACTOR_SIDE = (0.12, 0.22)
-DISTRACTOR_PIECE = (0.35, 0.6)
-MAX_DISTRACTORS = 2
-# Minimum luminance difference (0..255) between a pasted shape's colour and the background.
-MIN_CONTRAST = 80.0
 _FAMILY_NAMES = {"digits": DIGIT_NAMES, "animals": ANIMAL_NAMES}
-_CROSS = cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))
-_LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
 
 def _check_families(families: Sequence[str]) -> tuple[str, ...]:
@@ -113,141 +102,6 @@ def class_names(families: Sequence[str] = FAMILIES) -> tuple[str, ...]:
     return tuple(name for f in _check_families(families) for name in _FAMILY_NAMES[f])
 
 
-def _resize(image: np.ndarray, width: int, height: int) -> np.ndarray:
-    shrink = width < image.shape[1] or height < image.shape[0]
-    return cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
-
-
-def _background(rng: np.random.Generator, size: int, pyramids: tuple[tuple[np.ndarray, ...], ...]
-                ) -> np.ndarray:
-    levels = pyramids[int(rng.integers(len(pyramids)))]
-    finest = levels[0]
-    side = rng.uniform(0.2, 1.0) * min(finest.shape[:2])
-    # Crop from the coarsest level that still has at least `size` pixels across the crop.
-    level = 0
-    while level + 1 < len(levels) and side / 2 ** (level + 1) >= size:
-        level += 1
-    image = levels[level]
-    crop = max(2, min(round(side / 2**level), min(image.shape[:2])))
-    y = int(rng.integers(image.shape[0] - crop + 1))
-    x = int(rng.integers(image.shape[1] - crop + 1))
-    # Flipping after the resize touches only size x size pixels.
-    out = _resize(image[y: y + crop, x: x + crop], size, size)
-    flips = rng.random(2) < 0.5
-    if flips[0]:
-        out = out[:, ::-1]
-    if flips[1]:
-        out = out[::-1]
-    result = np.ascontiguousarray(out, dtype=np.float32)
-    result *= rng.uniform(0.7, 1.1, size=3).astype(np.float32)
-    return result
-
-
-def _alpha(glyph: np.ndarray, width: int, height: int) -> np.ndarray:
-    alpha = _resize(glyph, width, height).astype(np.float32) * np.float32(1 / 255)
-    peak = float(alpha.max())
-    # Very small renderings of thin strokes lose contrast; rescale so the shape stays visible
-    # and the mask (alpha > 0.5) is never empty.
-    if 0 < peak < 0.75:
-        alpha *= np.float32(1 / peak)
-    return alpha
-
-
-def _contrasting_colour(rng: np.random.Generator, background_luma: float) -> np.ndarray:
-    candidates = rng.uniform(0, 255, size=(8, 3)).astype(np.float32)
-    diff = np.abs(candidates @ _LUMA - background_luma)
-    ok = np.flatnonzero(diff >= MIN_CONTRAST)
-    return candidates[ok[0] if ok.size else int(np.argmax(diff))]
-
-
-def _paste(image: np.ndarray, alpha: np.ndarray, x: int, y: int, rng: np.random.Generator) -> None:
-    h, w = alpha.shape
-    region = image[y: y + h, x: x + w]
-    luma = float(region.reshape(-1, 3).mean(0) @ _LUMA)
-    colour = _contrasting_colour(rng, luma)
-    a = alpha[:, :, None]
-    region *= 1 - a
-    region += a * colour
-
-
-def _distractor_piece(rng: np.random.Generator, glyph: np.ndarray) -> np.ndarray:
-    gh, gw = glyph.shape
-    inside = (glyph > 127).astype(np.uint8)
-    # Centre the piece on the shape's outline so that it shows a contour, not a flat patch of a
-    # filled silhouette.
-    outline = inside > cv2.erode(inside, _CROSS, borderValue=0)
-    ys, xs = np.nonzero(outline)
-    if ys.size:
-        k = int(rng.integers(ys.size))
-        cy, cx = int(ys[k]), int(xs[k])
-    else:
-        cy, cx = gh // 2, gw // 2
-    ph = max(2, round(gh * rng.uniform(*DISTRACTOR_PIECE)))
-    pw = max(2, round(gw * rng.uniform(*DISTRACTOR_PIECE)))
-    y0 = min(max(cy - ph // 2, 0), max(gh - ph, 0))
-    x0 = min(max(cx - pw // 2, 0), max(gw - pw, 0))
-    return glyph[y0: y0 + ph, x0: x0 + pw]
-
-
-def _render(
-    seed: int,
-    split: str,
-    index: int,
-    size: int,
-    classes: tuple[tuple[ObjectSource, int], ...],
-    pyramids: tuple[tuple[np.ndarray, ...], ...],
-    max_distractors: int,
-    image_out: np.ndarray,
-    mask_out: np.ndarray,
-) -> tuple[int, np.ndarray, int, list[int]]:
-    """Render sample ``index`` into ``image_out`` / ``mask_out``; return label, box, sources."""
-    rng = np.random.default_rng((seed, SPLITS.index(split), index))
-    label = index % len(classes)
-    source, cls = classes[label]
-    pool = source.pools[split][cls]
-    position = int(pool[rng.integers(pool.size)])
-    object_id = int(source.global_ids[position])
-
-    image = _background(rng, size, pyramids)
-
-    distractor_ids: list[int] = []
-    for _ in range(int(rng.integers(min(1, max_distractors), max_distractors + 1))):
-        other, other_cls = classes[int(rng.integers(len(classes)))]
-        other_pool = other.pools[split][other_cls]
-        other_pos = int(other_pool[rng.integers(other_pool.size)])
-        if other is source and other_pos == position:
-            other_pos = int(other_pool[(int(np.searchsorted(other_pool, other_pos)) + 1) % other_pool.size])
-        distractor_ids.append(int(other.global_ids[other_pos]))
-        piece = _distractor_piece(rng, other.glyphs[other_pos])
-        scale = rng.uniform(*DISTRACTOR_SIDE) * size / max(piece.shape)
-        ph = max(2, round(piece.shape[0] * scale))
-        pw = max(2, round(piece.shape[1] * scale))
-        alpha = _alpha(piece, pw, ph)
-        _paste(image, alpha, int(rng.integers(size - pw + 1)), int(rng.integers(size - ph + 1)), rng)
-
-    glyph = source.glyphs[position]
-    gh, gw = glyph.shape
-    stretch = np.exp(rng.uniform(-ASPECT_JITTER, ASPECT_JITTER))
-    sy, sx = np.sqrt(stretch), 1 / np.sqrt(stretch)
-    base = rng.uniform(*OBJECT_SIDE) * size / max(gh * sy, gw * sx)
-    h = int(min(size, max(2, round(gh * sy * base))))
-    w = int(min(size, max(2, round(gw * sx * base))))
-    alpha = _alpha(glyph, w, h)
-    y = int(rng.integers(size - h + 1))
-    x = int(rng.integers(size - w + 1))
-    _paste(image, alpha, x, y, rng)
-
-    np.clip(image, 0, 255, out=image)
-    image_out[...] = (image + 0.5).astype(np.uint8)
-    inside = alpha > 0.5
-    mask_out[...] = 0
-    mask_out[y: y + h, x: x + w] = inside
-    rows = np.flatnonzero(inside.any(axis=1))
-    cols = np.flatnonzero(inside.any(axis=0))
-    box = np.array([x + cols[0], y + rows[0], x + cols[-1], y + rows[-1]], dtype=np.float32)
-    return label, box, object_id, distractor_ids
-
-
 def generate(
     split: str,
     n: int,
@@ -257,6 +111,7 @@ def generate(
     start: int = 0,
     return_sources: bool = False,
     max_distractors: int = MAX_DISTRACTORS,
+    objects: int = 1,
 ) -> dict[str, np.ndarray]:
     """Generate samples ``start .. start + n - 1`` of ``split``.
 
@@ -272,34 +127,44 @@ def generate(
         start: index of the first sample (>= 0).
         return_sources: also return ``sources`` and ``distractor_sources`` (global source ids).
         max_distractors: each image gets 1 to this many distractors (0: none).
+        objects: 1 (the benchmark) or 2 (the two-object split: two objects of different
+            classes per image, each 30-50 % of the image side, their rectangles apart; object 0
+            has class ``index % num_classes``, object 1 a random other class).
 
     Returns:
         ``images`` ``(n, size, size, 3)`` uint8; ``labels`` ``(n,)`` int64; ``boxes`` ``(n, 4)``
         float32 inclusive ``(x0, y0, x1, y1)``; ``masks`` ``(n, size, size)`` uint8 in {0, 1};
         optionally ``sources`` ``(n,)`` int64 and ``distractor_sources``
-        ``(n, max_distractors)`` int64.
+        ``(n, max_distractors)`` int64. With ``objects=2`` every per-object array gains an object
+        axis after the first: ``labels`` ``(n, 2)``, ``boxes`` ``(n, 2, 4)``, ``masks``
+        ``(n, 2, size, size)`` (one mask per object), ``sources`` ``(n, 2)``.
 
     Raises:
-        ValueError: bad split, size, family, ``n``, ``start``, ``seed`` or ``max_distractors``.
+        ValueError: bad split, size, family, ``n``, ``start``, ``seed``, ``max_distractors`` or
+            ``objects``.
         ImportError: the animals family is asked for but animal-mnist is not installed.
     """
     fams = _check_args(split, size, families)
     if n < 0 or start < 0 or seed < 0 or max_distractors < 0:
         raise ValueError(f"n, start, seed and max_distractors must be >= 0, got n={n}, start={start}, "
                          f"seed={seed}, max_distractors={max_distractors}")
+    if objects not in OBJECTS:
+        raise ValueError(f"objects must be one of {OBJECTS}, got {objects!r}")
     size = int(size)
     classes = tuple((src, c) for src in map(object_source, fams) for c in range(len(src.pools[split])))
     pyramids = load_backgrounds()
+    per = () if objects == 1 else (objects,)
     out: dict[str, np.ndarray] = {
         "images": np.empty((n, size, size, 3), dtype=np.uint8),
-        "labels": np.empty(n, dtype=np.int64),
-        "boxes": np.empty((n, 4), dtype=np.float32),
-        "masks": np.empty((n, size, size), dtype=np.uint8),
+        "labels": np.empty((n, *per), dtype=np.int64),
+        "boxes": np.empty((n, *per, 4), dtype=np.float32),
+        "masks": np.empty((n, *per, size, size), dtype=np.uint8),
     }
-    sources = np.empty(n, dtype=np.int64)
+    sources = np.empty((n, *per), dtype=np.int64)
     distractors = np.full((n, max_distractors), -1, dtype=np.int64)
+    render = render_single if objects == 1 else render_pair
     for i in range(n):
-        label, box, object_id, distractor_ids = _render(
+        label, box, object_id, distractor_ids = render(
             seed, split, start + i, size, classes, pyramids, max_distractors, out["images"][i], out["masks"][i]
         )
         out["labels"][i] = label
@@ -323,6 +188,14 @@ class BenchmarkDataset(Dataset[dict[str, Any]]):
     ``mask`` ``(H, W)`` uint8 (1 object, 0 background); ``id`` ``"{split}/{index}"`` where
     ``index`` is the generator index of the sample.
 
+    The two-object split (``objects=2``, data spec ``benchmark:pairs``) holds ``n`` images of two
+    objects of different classes and yields each image once per object, as the request for that
+    object: item ``2 i + j`` is image ``i`` asked about its object ``j``: ``label``, ``boxes`` and
+    ``mask`` are object ``j``'s (so every metric scores the requested object), and
+    ``object_labels`` ``(2,)``, ``object_boxes`` ``(2, 4)`` and ``object_masks`` ``(2, H, W)`` list
+    both objects (the positive labels of the image read as multi-label); ``id`` is
+    ``"{split}/{index}/{j}"``.
+
     Args:
         split: ``"train"``, ``"val"`` or ``"test"``.
         n: number of samples (ignored when ``examples_per_class`` is given).
@@ -337,11 +210,13 @@ class BenchmarkDataset(Dataset[dict[str, Any]]):
         max_distractors: each image gets 1 to this many distractors (0: none).
         start: generator index of the first sample (``start .. start + n - 1``): another
             ``start`` gives other images drawn from the same split's source objects.
+        objects: 1 (the benchmark) or 2 (the two-object split: ``len == 2 n``; see above).
 
     Attributes:
         classes: class names in label order; ``num_classes`` their number.
         images ``(N, H, W, 3)`` uint8, labels ``(N,)`` int64, boxes ``(N, 4)`` float32,
-        masks ``(N, H, W)`` uint8, indices ``(N,)`` int64 (generator index of each sample).
+        masks ``(N, H, W)`` uint8, indices ``(N,)`` int64 (generator index of each image); with
+        two objects per image an object axis follows the first (see :func:`generate`).
         cache_rebuilt: one line saying why the cache file was regenerated, or ``None``.
     """
 
@@ -356,8 +231,12 @@ class BenchmarkDataset(Dataset[dict[str, Any]]):
         cache_dir: str | Path | None = None,
         max_distractors: int = MAX_DISTRACTORS,
         start: int = 0,
+        objects: int = 1,
     ) -> None:
         fams = _check_args(split, size, families)
+        if objects not in OBJECTS:
+            raise ValueError(f"objects must be one of {OBJECTS}, got {objects!r}")
+        self.objects = int(objects)
         if examples_per_class is not None and examples_per_class < 1:
             raise ValueError(f"examples_per_class must be >= 1, got {examples_per_class}")
         if max_distractors < 0:
@@ -396,13 +275,15 @@ class BenchmarkDataset(Dataset[dict[str, Any]]):
     def _cache_key(self, n: int) -> str:
         params = (f"v{GENERATOR_VERSION}-{self.split}-n{n}-s{self.size}-seed{self.seed}-"
                   f"{'+'.join(self.families)}-k{self.examples_per_class}-d{self.max_distractors}-o{self.start}")
+        if self.objects != 1:  # single-object keys stay as they were: their caches remain valid
+            params += f"-m{self.objects}"
         return params + "-" + hashlib.sha1(params.encode()).hexdigest()[:8]
 
     def _build(self, n: int) -> dict[str, np.ndarray]:
         k = self.examples_per_class
         if k is None:
             out = generate(self.split, n, self.size, self.seed, self.families, self.start,
-                           max_distractors=self.max_distractors)
+                           max_distractors=self.max_distractors, objects=self.objects)
             out["indices"] = np.arange(self.start, self.start + n, dtype=np.int64)
             return out
         # Generate in generator order until every class has k samples, then keep the first k.
@@ -411,26 +292,75 @@ class BenchmarkDataset(Dataset[dict[str, Any]]):
         start = self.start
         while counts.min() < k:
             chunk = generate(self.split, k * self.num_classes, self.size, self.seed, self.families, start,
-                             max_distractors=self.max_distractors)
+                             max_distractors=self.max_distractors, objects=self.objects)
             chunk["indices"] = np.arange(start, start + k * self.num_classes, dtype=np.int64)
-            counts += np.bincount(chunk["labels"], minlength=self.num_classes)
+            counts += np.bincount(self._first(chunk["labels"]), minlength=self.num_classes)
             chunks.append(chunk)
             start += k * self.num_classes
         merged = {key: np.concatenate([c[key] for c in chunks]) for key in chunks[0]}
         keep = np.sort(np.concatenate(
-            [np.flatnonzero(merged["labels"] == c)[:k] for c in range(self.num_classes)]
+            [np.flatnonzero(self._first(merged["labels"]) == c)[:k] for c in range(self.num_classes)]
         ))
         return {key: value[keep] for key, value in merged.items()}
 
+    def _first(self, labels: np.ndarray) -> np.ndarray:
+        """The class each image is counted under for ``examples_per_class``: its (first) object's."""
+        return labels if self.objects == 1 else labels[:, 0]
+
     def __len__(self) -> int:
-        return int(self.labels.shape[0])
+        return int(self.labels.shape[0]) * self.objects
 
     def __getitem__(self, i: int) -> dict[str, Any]:
-        image = torch.from_numpy(self.images[i]).permute(2, 0, 1).float().div_(255.0)
+        if not -len(self) <= i < len(self):
+            raise IndexError(f"index {i} out of range for {len(self)} samples")
+        i %= len(self)
+        k, j = divmod(i, self.objects)
+        image = torch.from_numpy(self.images[k]).permute(2, 0, 1).float().div_(255.0)
+        if self.objects == 1:
+            return {
+                "image": image,
+                "label": int(self.labels[k]),
+                "boxes": torch.from_numpy(self.boxes[k].reshape(1, 4).copy()),
+                "mask": torch.from_numpy(self.masks[k].copy()),
+                "id": f"{self.split}/{int(self.indices[k])}",
+            }
         return {
             "image": image,
-            "label": int(self.labels[i]),
-            "boxes": torch.from_numpy(self.boxes[i].reshape(1, 4).copy()),
-            "mask": torch.from_numpy(self.masks[i].copy()),
-            "id": f"{self.split}/{int(self.indices[i])}",
+            "label": int(self.labels[k, j]),
+            "boxes": torch.from_numpy(self.boxes[k, j].reshape(1, 4).copy()),
+            "mask": torch.from_numpy(self.masks[k, j].copy()),
+            "id": f"{self.split}/{int(self.indices[k])}/{j}",
+            "object_labels": torch.from_numpy(self.labels[k].copy()),
+            "object_boxes": torch.from_numpy(self.boxes[k].copy()),
+            "object_masks": torch.from_numpy(self.masks[k].copy()),
         }
+
+
+class MixedBenchmark(Dataset[dict[str, Any]]):
+    """Single-object and two-object images of the benchmark together (data spec ``benchmark:mixed``),
+    for training a masker that must handle both: items ``0 .. len(single) - 1`` are ``single``'s,
+    the rest ``pairs``' (each pair image once per object, see :class:`BenchmarkDataset`).
+
+    Args:
+        single: a :class:`BenchmarkDataset` with ``objects=1``.
+        pairs: a :class:`BenchmarkDataset` with ``objects=2`` of the same classes.
+
+    Raises:
+        ValueError: the two have other classes or other image sizes.
+    """
+
+    def __init__(self, single: BenchmarkDataset, pairs: BenchmarkDataset) -> None:
+        if single.classes != pairs.classes or single.size != pairs.size or (single.objects, pairs.objects) != (1, 2):
+            raise ValueError("benchmark:mixed needs a single-object and a two-object BenchmarkDataset of the same "
+                             "classes and image size")
+        self.single, self.pairs = single, pairs
+        self.classes, self.num_classes, self.size = single.classes, single.num_classes, single.size
+
+    def __len__(self) -> int:
+        return len(self.single) + len(self.pairs)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        if not -len(self) <= i < len(self):
+            raise IndexError(f"index {i} out of range for {len(self)} samples")
+        i %= len(self)
+        return self.single[i] if i < len(self.single) else self.pairs[i - len(self.single)]

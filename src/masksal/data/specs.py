@@ -14,8 +14,8 @@ from masksal.data.wsol import WSOLDataset
 
 __all__ = ["SPEC_FORMS", "load_dataset"]
 
-SPEC_FORMS = ("benchmark", "imagenet:<root>", "cub:<root>", "wsol:<metadata_dir>:<image_root>", "imagefolder:<dir>",
-              "folder:<dir>")
+SPEC_FORMS = ("benchmark", "benchmark:pairs", "imagenet:<root>", "cub:<root>", "wsol:<metadata_dir>:<image_root>",
+              "imagefolder:<dir>", "folder:<dir>")
 
 
 def load_dataset(
@@ -33,6 +33,8 @@ def load_dataset(
 
     * ``"benchmark"``: the built-in procedural benchmark, ``BenchmarkDataset(split=split,
       n=kw["n"], size=size)`` (its images are drawn at ``size``; ``resize`` does not apply).
+    * ``"benchmark:pairs"``: its two-object split (``objects=2``: two objects of different
+      classes per image, each image yielded once per object as the requested one).
     * ``"imagenet:<root>"``: :class:`~masksal.data.imagenet.ImageNetValDataset` on the layout
       documented there (``split`` "val" or "test"; keywords ``image_dir``, ``annotation_dir``,
       ``synset_mapping`` override the detected paths).
@@ -68,6 +70,10 @@ def load_dataset(
     kind, _, rest = spec.partition(":")
     kind = kind.strip().lower()
     if kind == "benchmark":
+        if rest.strip() not in ("", "pairs"):
+            raise ValueError(f"unknown benchmark split {spec!r}: expected 'benchmark' or 'benchmark:pairs'")
+        if rest.strip() == "pairs":
+            kw.setdefault("objects", 2)
         return BenchmarkDataset(split=split, size=size, **kw)
     if kind == "imagenet":
         if split not in ("val", "test"):

@@ -9,6 +9,7 @@ forward pass when it ran one (``explain_with_logits``): no second forward per ba
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -27,15 +28,17 @@ from masksal.metrics.base import Metric
 from masksal.metrics.classification import ClassificationAccuracy
 from masksal.types import Batch
 
-METRICS = ("le_om_f1", "maxboxacc", "pxap", "sm", "deletion_insertion", "road", "pointing_game")
+METRICS = ("le_om_f1", "maxboxacc", "pxap", "sm", "deletion_insertion", "road", "pointing_game", "class_sensitivity")
 DEFAULT_METRICS = ("le_om_f1", "maxboxacc", "pxap", "sm", "deletion_insertion")
 """What :func:`evaluate` computes unless told otherwise (ROAD, at ~20 forwards per image, is asked for)."""
-_NEEDS = {"le_om_f1": "boxes", "maxboxacc": "boxes", "pxap": "masks", "pointing_game": "boxes or masks"}
+_NEEDS = {"le_om_f1": "boxes", "maxboxacc": "boxes", "pxap": "masks", "pointing_game": "boxes or masks",
+          "class_sensitivity": "objects"}
 
 
 def _build(name: str, classifier: Classifier, options: Mapping[str, Any]) -> Metric:
     # Imported here: the metric modules bring SciPy and OpenCV, which `import masksal` should not.
     from masksal.metrics import (
+        ClassSensitivity,
         DeletionInsertion,
         LocalizationError,
         MaxBoxAccuracy,
@@ -57,6 +60,8 @@ def _build(name: str, classifier: Classifier, options: Mapping[str, Any]) -> Met
         return RemoveAndDebias(classifier, **options)
     if name == "pointing_game":  # boxes or masks, whichever the batch has; images with neither are skipped
         return PointingGame(**options)
+    if name == "class_sensitivity":  # images of several objects (benchmark:pairs), each asked about one
+        return ClassSensitivity(**options)
     return DeletionInsertion(classifier, **options)
 
 
@@ -65,14 +70,14 @@ def _has(batch: Batch, what: str) -> bool:
         return _has(batch, "boxes") or _has(batch, "masks")
     if what == "masks":
         return batch.masks is not None
+    if what == "objects":
+        return batch.object_labels is not None
     return any(b.numel() > 0 for b in batch.boxes)
 
 
 def _take(batch: Batch, n: int) -> Batch:
     """The first ``n`` images of a batch."""
-    return Batch(images=batch.images[:n], labels=batch.labels[:n], boxes=batch.boxes[:n],
-                 masks=None if batch.masks is None else batch.masks[:n], ids=list(batch.ids[:n]),
-                 skipped=list(batch.skipped))
+    return batch.head(n)
 
 
 def _total(loader: Iterable[Batch], limit: int | None) -> int | None:
@@ -123,7 +128,9 @@ def _run(explainer: SupportsExplain, classifier: Classifier, loader: Iterable[Ba
                 for name in list(metrics):
                     need = _NEEDS.get(name)
                     if need is not None and not _has(batch, need):
-                        skipped[name] = f"the dataset has no {'pixel masks' if need == 'masks' else need}"
+                        what = {"masks": "pixel masks", "objects": "list of each image's objects (benchmark:pairs "
+                                "has one)"}.get(need, need)
+                        skipped[name] = f"the dataset has no {what}"
                         del metrics[name]
                 first = False
                 away = {k: m for k, m in metrics.items() if k in MAP_ONLY}
@@ -189,8 +196,7 @@ def _explain(explainer: SupportsExplain, classifier: Classifier, images: torch.T
 
 
 def _with_labels(batch: Batch, labels: torch.Tensor) -> Batch:
-    return Batch(images=batch.images, labels=labels, boxes=batch.boxes, masks=batch.masks, ids=batch.ids,
-                 skipped=batch.skipped)
+    return dataclasses.replace(batch, labels=labels)
 
 
 def evaluate(
@@ -224,7 +230,8 @@ def evaluate(
             images ``(B, 3, H, W)`` in [0, 1].
         metrics: names among ``"le_om_f1"`` (LE, OM, F1, GT-known / Top-1 Loc), ``"maxboxacc"``
             (MaxBoxAcc v1 / v2), ``"pxap"``, ``"sm"``, ``"deletion_insertion"``, ``"road"``,
-            ``"pointing_game"``.
+            ``"pointing_game"``, ``"class_sensitivity"`` (images of several objects, each asked
+            about one: ``benchmark:pairs``).
         limit: evaluate at most this many images (of each loader).
         val_loader: a separate validation split: MaxBoxAcc thresholds are chosen on it and the
             test accuracy at those thresholds is reported (``boxacc``, ``boxacc_v2``...), next to

@@ -26,6 +26,11 @@ _COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("road_gap", "ROAD gap", "{:.4f}"),
     ("road_gap_blurred", "ROAD gap (blurred map)", "{:.4f}"),
     ("pointing_game", "Pointing game (%)", "{:.2f}"),
+    ("class_loc", "Requested object localized (%)", "{:.2f}"),
+    ("class_other_loc", "Other object localized (%) ↓", "{:.2f}"),
+    ("class_pointing", "Pointing, requested (%)", "{:.2f}"),
+    ("class_pointing_other", "Pointing, other (%) ↓", "{:.2f}"),
+    ("class_mass_other", "Mass on other (%) ↓", "{:.2f}"),
     ("maps_per_second", "Maps/s", "{:.1f}"),
 )
 

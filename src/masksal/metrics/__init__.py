@@ -9,6 +9,7 @@
 * :class:`RemoveAndDebias`: ROAD, MoRF / LeRF with noisy linear imputation (Rong et al. 2022),
   with the blurred-map control (Song et al.).
 * :class:`PointingGame`: the pointing game (Zhang et al. 2016).
+* :class:`ClassSensitivity`: localization of the requested object on images of several objects.
 * :class:`ClassificationAccuracy`: the classifier's top-1 accuracy.
 
 Definitions, conventions and where the literature differs: docs/metrics.md.
@@ -22,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 _LAZY = {
     "Accumulator": "base", "Metric": "base", "binarize": "boxes", "box_iou": "boxes",
     "largest_component_boxes": "boxes", "ClassificationAccuracy": "classification",
+    "ClassSensitivity": "class_sensitivity",
     "DeletionInsertion": "faithfulness", "LocalizationError": "localization", "MaxBoxAccuracy": "maxboxacc",
     "resize_maps": "maxboxacc", "PointingGame": "pointing_game", "PixelAveragePrecision": "pxap",
     "RemoveAndDebias": "road", "blur_maps": "road", "noisy_linear_imputation": "road",
@@ -29,6 +31,7 @@ _LAZY = {
 }
 __all__ = [
     "Accumulator",
+    "ClassSensitivity",
     "ClassificationAccuracy",
     "DeletionInsertion",
     "LocalizationError",
@@ -58,6 +61,7 @@ def __getattr__(name: str) -> Any:
 if TYPE_CHECKING:
     from masksal.metrics.base import Accumulator, Metric
     from masksal.metrics.boxes import binarize, box_iou, largest_component_boxes
+    from masksal.metrics.class_sensitivity import ClassSensitivity
     from masksal.metrics.classification import ClassificationAccuracy
     from masksal.metrics.faithfulness import DeletionInsertion
     from masksal.metrics.localization import LocalizationError

@@ -28,6 +28,7 @@ from masksal.distributed import (
     wrap_ddp,
 )
 from masksal.metrics.classification import ClassificationAccuracy
+from masksal.objectives import multilabel_loss
 from masksal.precision import MixedPrecision, RunOptions, compiled
 from masksal.rundir import RunLock, RunLog, start_step
 from masksal.training.data import (
@@ -69,14 +70,20 @@ class ClassifierTraining:
         self.clf.train()
         with self.amp.autocast():
             logits = self.model(b.images)
-        loss = F.cross_entropy(logits.float(), b.labels, label_smoothing=self.cfg.label_smoothing)
+        if self.cfg.multilabel:  # sigmoid outputs: every object of the image a positive label
+            smooth = self.cfg.label_smoothing
+            loss = multilabel_loss(logits.float(), b.positives(logits.shape[1]) * (1 - smooth) + smooth / 2)
+            positives = b.positives(logits.shape[1])
+            hit = positives.gather(1, logits.argmax(1, keepdim=True))[:, 0] > 0
+        else:
+            loss = F.cross_entropy(logits.float(), b.labels, label_smoothing=self.cfg.label_smoothing)
+            hit = logits.argmax(1) == b.labels
         self.opt.zero_grad(set_to_none=True)
         self.amp.backward(loss)
         self.amp.step(self.opt)
         self.amp.update()
         self.sched.step()
-        return {"loss": float(loss.detach()),
-                "train_accuracy": 100.0 * float((logits.argmax(1) == b.labels).float().mean()),
+        return {"loss": float(loss.detach()), "train_accuracy": 100.0 * float(hit.float().mean()),
                 "lr": float(self.sched.get_last_lr()[0])}
 
     def view(self) -> dict[str, Any]:
@@ -95,8 +102,9 @@ class ClassifierTraining:
 
 @torch.no_grad()
 def accuracy(classifier: Classifier, ds: Dataset, batch_size: int = 256, device: torch.device | None = None,
-             limit: int | None = None, sharded: bool = False) -> float:
-    """Top-1 accuracy (%) of ``classifier`` on ``ds`` (its first ``limit`` images when given).
+             limit: int | None = None, sharded: bool = False, multilabel: bool = False) -> float:
+    """Top-1 accuracy (%) of ``classifier`` on ``ds`` (its first ``limit`` images when given);
+    with ``multilabel``, the share of images whose top-1 class is one of their positive labels.
 
     With ``sharded=True`` under a process group, each process scores its shard of ``ds`` and the
     counts are summed: every process returns the accuracy on the whole of ``ds``.
@@ -110,7 +118,13 @@ def accuracy(classifier: Classifier, ds: Dataset, batch_size: int = 256, device:
     top1 = ClassificationAccuracy()
     for batch in DataLoader(ds, batch_size=batch_size, collate_fn=collate):
         b: Batch = batch.to(device)
-        top1.update(classifier(b.images), b.labels)
+        logits = classifier(b.images)
+        if multilabel:  # the top-1 class counts as right when it is any of the image's labels
+            top = logits.argmax(1)
+            labels = torch.where(b.positives(logits.shape[1]).gather(1, top[:, None])[:, 0] > 0, top, b.labels)
+        else:
+            labels = b.labels
+        top1.update(logits, labels)
     if sharded:
         top1.all_reduce()
     return top1.compute()["top1"] if top1.num_images else 0.0
@@ -213,7 +227,7 @@ def train_classifier(cfg: ExperimentConfig, out: str | Path, resume: bool = Fals
                                 pin_memory=device.type == "cuda")
         _loop(training, batches, start=start, total=steps, cfg=tc, progress=progress, log=log, callbacks=callbacks,
               save=lambda s: save(s) if s < steps else None)  # the last one is saved with the test accuracy
-        acc = accuracy(clf, build_dataset(cfg, "test"), device=device, sharded=True)
+        acc = accuracy(clf, build_dataset(cfg, "test"), device=device, sharded=True, multilabel=tc.multilabel)
         result = {"test_accuracy": acc, "steps": steps, "seconds": time.time() - t0}
         save(steps, extra={"test_accuracy": acc})
         if is_main_process():

@@ -14,22 +14,33 @@ from masksal.config import ExperimentConfig
 from masksal.distributed import ShardedBatchSampler, is_distributed
 from masksal.types import Batch, collate
 
+BENCHMARK_SPECS = ("benchmark", "benchmark:pairs", "benchmark:mixed")
+
 
 def build_dataset(cfg: ExperimentConfig, split: str, epoch: int = 0) -> Dataset:
     """The dataset of ``cfg.data`` for ``split`` (``"train"``, ``"val"`` or ``"test"``).
 
+    ``benchmark:pairs`` is the two-object split (``n`` images, each yielded once per object);
+    ``benchmark:mixed`` half single-object images, half requests on two-object images (``n``
+    samples in all).
     ``epoch > 0`` (built-in benchmark): the next ``n`` images of the split, for
     ``data.fresh_each_epoch``; those are not cached (the cache would grow with every epoch).
     """
     d = cfg.data
-    if d.dataset == "benchmark":
-        from masksal.data.benchmark import BenchmarkDataset
+    if d.dataset in BENCHMARK_SPECS:
+        from masksal.data.benchmark import BenchmarkDataset, MixedBenchmark
 
         n = {"train": d.n_train, "val": d.n_val, "test": d.n_test}[split]
-        return BenchmarkDataset(split=split, n=n, size=d.image_size, seed=d.seed, families=tuple(d.families),
-                                examples_per_class=d.examples_per_class if split == "train" else None,
-                                cache_dir=d.cache_dir if epoch == 0 else None, max_distractors=d.max_distractors,
-                                start=epoch * n)
+
+        def part(images: int, objects: int) -> BenchmarkDataset:
+            return BenchmarkDataset(split=split, n=images, size=d.image_size, seed=d.seed, families=tuple(d.families),
+                                    examples_per_class=d.examples_per_class if split == "train" else None,
+                                    cache_dir=d.cache_dir if epoch == 0 else None, max_distractors=d.max_distractors,
+                                    start=epoch * images, objects=objects)
+
+        if d.dataset == "benchmark:mixed":  # half the samples single-object, half requests on pair images
+            return MixedBenchmark(part(n - n // 2, 1), part(max(1, n // 4), 2))
+        return part(n, 2 if d.dataset == "benchmark:pairs" else 1)
     from masksal.data import load_dataset
 
     return load_dataset(d.dataset, split=split, size=d.image_size, require_labels=split == "train")
@@ -103,7 +114,7 @@ def epoch_batches(cfg: ExperimentConfig, ds: Dataset, batch_size: int, start: in
     """Batches of steps ``start .. total - 1`` for classifier training; with
     ``data.fresh_each_epoch`` every epoch of the built-in benchmark draws new images (epoch ``e``
     uses generator indices ``e*n .. (e+1)*n-1``)."""
-    if not (cfg.data.fresh_each_epoch and cfg.data.dataset == "benchmark"):
+    if not (cfg.data.fresh_each_epoch and cfg.data.dataset in BENCHMARK_SPECS):
         yield from step_loader(ds, batch_size, start, total, seed, cfg.data.num_workers, pin_memory)
         return
     per_epoch = max(1, len(ds) // batch_size)  # type: ignore[arg-type]

@@ -3,6 +3,12 @@
 See :mod:`masksal.training.masker` for the modes; this module holds the step itself, split
 along its parts: the clean forward (taps), the masks, the masked images judged by the
 classifier (or a pool snapshot), the objectives, and the two backward passes.
+
+Targets of a conditional masker (:func:`sample_targets`): each image's mask is made for its label
+(the requested object's class on multi-object images), judged by the masked-in / masked-out
+objectives; and for ``objectives.absent_targets`` classes drawn uniformly among those *absent*
+from the image (not among its labels), whose masks are only pushed toward empty (they need no
+classifier forward: a masked image of a class that is not there carries no evidence to keep).
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ from masksal.config import ExperimentConfig, MaskerTrainConfig, with_overrides
 from masksal.distributed import TapsForward, convert_sync_batchnorm, get_rank, is_distributed, wrap_ddp
 from masksal.masker import MaskerNet
 from masksal.masking import compose, infill, learned_fills
-from masksal.objectives import ObjectiveConfig, compute_objectives
+from masksal.objectives import ObjectiveConfig, compute_objectives, multilabel_loss, predicted
 from masksal.precision import MixedPrecision, RunOptions, compiled
 from masksal.types import Batch
 
@@ -33,7 +39,7 @@ class _Forwards:
 
     taps: Callable[[Tensor], tuple[Tensor, dict[str, Tensor]]]
     judge: Callable[[Tensor], Tensor]
-    masker: Callable[[dict[str, Tensor], tuple[int, int], Tensor], Tensor]
+    masker: Callable[..., Tensor]
 
 
 class MaskerTraining:
@@ -94,9 +100,17 @@ class MaskerTraining:
         x, y = b.images, b.labels
         logits_clean, feats = self._clean_forward(x)
         self.net.train()
-        with self.amp.autocast():
-            mask_logits = self.fwd.masker(feats, (x.shape[-2], x.shape[-1]), x)
-        masks = self.net.mask(mask_logits.float(), self.generator)
+        absent = None
+        if self.net.cfg.conditional:
+            targets = sample_targets(b, self.net.num_classes, self.obj.absent_targets, self.generator)
+            with self.amp.autocast():
+                mask_logits = self.fwd.masker(feats, (x.shape[-2], x.shape[-1]), x, targets)
+            all_masks = self.net.mask(mask_logits.float(), self.generator)
+            masks, absent = all_masks[:, :1], all_masks[:, 1:]
+        else:
+            with self.amp.autocast():
+                mask_logits = self.fwd.masker(feats, (x.shape[-2], x.shape[-1]), x)
+            masks = self.net.mask(mask_logits.float(), self.generator)
         fill: Tensor | tuple[Tensor, Tensor]
         if self.inpainter is not None:  # a frozen inpainter fills each side's removed pixels
             fill = learned_fills(x, masks, self.inpainter)
@@ -110,13 +124,18 @@ class MaskerTraining:
             self.snapshot.model.load_state_dict(rng.choice(self.pool))
             judge = self.snapshot
         logits_in, logits_out = self._judge(judge, x_in, x_out)
-        terms = compute_objectives(self.obj, masks, y, logits_clean.detach(), logits_in, logits_out)
-        self._update(terms, logits_clean, logits_in, logits_out, y, use_snapshot)
+        terms = compute_objectives(self.obj, masks, y, logits_clean.detach(), logits_in, logits_out,
+                                   absent if absent is not None and absent.shape[1] else None,
+                                   clean_gate=seen_clean(logits_clean.detach(), b, self.obj.multilabel))
+        self._update(terms, logits_clean, logits_in, logits_out, b, use_snapshot)
         if self.tr.mode == "pool" and (step + 1) % self.tr.pool_every == 0:
             self.pool.append({k: v.detach().cpu().clone() for k, v in self.clf.model.state_dict().items()})
             del self.pool[:-self.tr.pool_size]
         self._view = {"images": x[:16].detach(), "masks": masks[:16, 0].detach()}
-        return self._record(terms, masks, logits_clean, logits_in, logits_out, y)
+        out = self._record(terms, masks, logits_clean, logits_in, logits_out, y, self.obj.multilabel)
+        if absent is not None and absent.shape[1]:
+            out["absent_mask_mean"] = float(absent.detach().mean())
+        return out
 
     def _clean_forward(self, x: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         if self.opt_c is None:  # FIX: frozen classifier in eval mode
@@ -140,7 +159,7 @@ class MaskerTraining:
             return (judge(x_in).float() if need_in else None), (judge(x_out).float() if need_out else None)
 
     def _update(self, terms: dict[str, Tensor], logits_clean: Tensor, logits_in: Tensor | None,
-                logits_out: Tensor | None, y: Tensor, use_snapshot: bool) -> None:
+                logits_out: Tensor | None, batch: Batch, use_snapshot: bool) -> None:
         self.opt_m.zero_grad(set_to_none=True)
         if self.opt_c is not None:
             self.opt_c.zero_grad(set_to_none=True)
@@ -148,11 +167,19 @@ class MaskerTraining:
             # weights the masker's graph still needs). Under DDP each pass all-reduces the gradients
             # of its `inputs` only: the masker's in the first, the classifier's in the second.
             self.amp.backward(terms["total"], inputs=list(self.net.parameters()), retain_graph=True)
-            clf_loss = F.cross_entropy(logits_clean, y)
+            # Multi-label (sigmoid outputs): every object of the image is a positive label.
+            positives = batch.positives(logits_clean.shape[1]) if self.obj.multilabel else None
+
+            def loss(lg: Tensor) -> Tensor:
+                if positives is not None:
+                    return multilabel_loss(lg, positives)
+                return F.cross_entropy(lg, batch.labels)
+
+            clf_loss = loss(logits_clean)
             if not use_snapshot:
                 for lg in (logits_in, logits_out):
                     if lg is not None:
-                        clf_loss = clf_loss + F.cross_entropy(lg, y)
+                        clf_loss = clf_loss + loss(lg)
             self.amp.backward(clf_loss, inputs=list(self.clf.parameters()))
             self.amp.step(self.opt_c)
             terms["classifier_ce"] = clf_loss.detach()
@@ -165,12 +192,12 @@ class MaskerTraining:
 
     @staticmethod
     def _record(terms: dict[str, Tensor], masks: Tensor, logits_clean: Tensor, logits_in: Tensor | None,
-                logits_out: Tensor | None, y: Tensor) -> dict[str, float]:
+                logits_out: Tensor | None, y: Tensor, multilabel: bool = False) -> dict[str, float]:
         out = {k: float(v.detach()) for k, v in terms.items()}
         out["mask_mean"] = float(masks.detach().mean())
         for name, lg in (("clean", logits_clean), ("masked_in", logits_in), ("masked_out", logits_out)):
             if lg is not None:
-                out[f"{name}_accuracy"] = 100.0 * float((lg.argmax(1) == y).float().mean())
+                out[f"{name}_accuracy"] = 100.0 * float(predicted(lg.detach(), y, multilabel).float().mean())
         return out
 
     def view(self) -> dict[str, Any]:
@@ -195,6 +222,44 @@ class MaskerTraining:
         if state.get("scaler"):
             self.amp.scaler.load_state_dict(state["scaler"])
         self.pool = list(state.get("pool", []))
+
+
+def seen_clean(logits: Tensor, batch: Batch, multilabel: bool = False) -> Tensor:
+    """``(B,)`` bool: the classifier sees each image's label on the clean image: ``z_y > 0``
+    (multi-label), else ``y`` is its top-1 class, or among its top M on an image that lists M
+    objects (``batch.object_labels``: on two objects a softmax shares its mass, and the
+    requested one may rank second while being seen)."""
+    labels = batch.labels
+    if multilabel or batch.object_labels is None:
+        return predicted(logits, labels, multilabel)
+    m = torch.tensor([len(o) for o in batch.object_labels], device=logits.device)
+    above = (logits > logits.gather(1, labels[:, None])).sum(dim=1)  # classes ranked before y
+    return above < m
+
+
+def sample_targets(batch: Batch, num_classes: int, absent: int, generator: torch.Generator) -> Tensor:
+    """``(B, 1 + absent)`` int64 classes: column 0 each image's label, then ``absent`` distinct
+    classes drawn uniformly among those absent from the image (not its label, nor any of its
+    objects' classes when ``batch.object_labels`` lists them), from ``generator``.
+
+    Raises:
+        ValueError: fewer absent classes exist than asked for.
+    """
+    labels = batch.labels
+    if absent == 0:
+        return labels[:, None]
+    present = torch.zeros(len(batch), num_classes, dtype=torch.bool, device=labels.device)
+    present[torch.arange(len(batch), device=labels.device), labels] = True
+    for i, objects in enumerate(batch.object_labels or []):
+        present[i, objects.to(labels.device)] = True
+    if int(present.sum(1).max()) + absent > num_classes:
+        raise ValueError(f"objectives.absent_targets={absent}: the images have fewer absent classes than that "
+                         f"({num_classes} classes)")
+    # Uniform random keys, the present classes sorted last: the first `absent` are a uniform draw
+    # without replacement among the absent classes.
+    keys = torch.rand(present.shape, generator=generator, device=generator.device).to(labels.device)
+    keys = keys.masked_fill(present, 2.0)
+    return torch.cat([labels[:, None], keys.argsort(dim=1)[:, :absent]], dim=1)
 
 
 def masker_step(cfg: ExperimentConfig, classifier: Classifier, net: MaskerNet, batch: Batch,
