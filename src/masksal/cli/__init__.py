@@ -35,9 +35,10 @@ from masksal.cli import evaluate as _evaluate  # noqa: E402  (the commands regis
 from masksal.cli import explain as _explain  # noqa: E402
 from masksal.cli import reproduce as _reproduce  # noqa: E402
 from masksal.cli import train as _train  # noqa: E402
+from masksal.cli import tune as _tune  # noqa: E402
 
 __all__ = ["app", "main"]
-_COMMANDS = (_evaluate, _explain, _reproduce, _train)
+_COMMANDS = (_evaluate, _explain, _reproduce, _train, _tune)
 
 
 def _click_errors() -> tuple[tuple[type[BaseException], ...], tuple[type[BaseException], ...],

@@ -52,6 +52,39 @@ def _metric_options(items: list[str] | None) -> dict[str, dict[str, Any]]:
     return out
 
 
+CiOpt = Annotated[bool, typer.Option(
+    "--ci/--no-ci", help="95 % bootstrap intervals over the images for every number (metrics that run the "
+                         "classifier then run it one image at a time).")]
+CiResamplesOpt = Annotated[int, typer.Option(min=10, help="Bootstrap resamples for --ci.")]
+CiSeedOpt = Annotated[int, typer.Option(help="Seed of the bootstrap resamples (the same for every method).")]
+
+
+def split_methods(text: str) -> list[str]:
+    """Split ``--methods`` on the commas outside brackets (``ep:areas=[0.1,0.2],gradcam``)."""
+    parts, depth, start = [], 0, 0
+    for i, ch in enumerate(text):
+        depth += (ch == "[") - (ch == "]")
+        if ch == "," and depth == 0:
+            parts.append(text[start:i])
+            start = i + 1
+    parts.append(text[start:])
+    return [p.strip() for p in parts if p.strip()]
+
+
+def expand_runs(spec: str) -> list[str]:
+    """``NAME:A|B|C`` -> ``[NAME:A, NAME:B, NAME:C]``: one method run several times (training seeds of a
+    masker, ``masker:runs/s0|runs/s1``, or random seeds, ``rise:seed=0|seed=1``); a spec without ``|``
+    is one run."""
+    if "|" not in spec:
+        return [spec]
+    name, colon, rest = spec.partition(":")
+    runs = [r.strip() for r in rest.split("|")]
+    if not colon or not name.strip() or not all(runs):
+        raise ValueError(f"--methods {spec!r}: write several runs of one method as NAME:OPTIONS|OPTIONS|..., "
+                         "e.g. masker:runs/s0|runs/s1")
+    return [f"{name.strip()}:{r}" for r in runs]
+
+
 def _metric_list(metrics: str) -> list[str]:
     names = [m.strip() for m in metrics.split(",") if m.strip()]
     if not names:
@@ -93,6 +126,9 @@ def evaluate(
         min=0, help="Processes updating the map-only metrics beside the model (default: 1 with a GPU, 0 on CPU).")
     ] = None,
     out: Annotated[Path | None, typer.Option(help="Write the results as JSON here.")] = None,
+    ci: CiOpt = False,
+    ci_resamples: CiResamplesOpt = 1000,
+    ci_seed: CiSeedOpt = 0,
     quiet: QuietOpt = False,
 ) -> None:
     """Evaluate a saliency method on a dataset: every metric, a table, and JSON.
@@ -121,7 +157,8 @@ def evaluate(
             val_ds = build_dataset(data, val_split, img, n, reference=ref)
         res = evaluate_sharded(explainer, clf, ds, batch_size=batch_size, val_dataset=val_ds, limit=limit,
                                progress=not quiet, metrics=names, metric_workers=metric_workers,
-                               metric_options=_metric_options(metric_option))
+                               metric_options=_metric_options(metric_option), ci=ci_resamples if ci else 0,
+                               ci_seed=ci_seed)
         res["explainer"] = method_label(method, explainer)
     if not main:
         return
@@ -151,9 +188,19 @@ def benchmark(
     threads: ThreadsOpt = 0,
     out: Annotated[Path, typer.Option(help="Output folder.")] = Path("runs/benchmark"),
     scaling: ScalingOpt = "shared",
+    tuned: Annotated[Path | None, typer.Option(
+        help="tuning.json (or its folder) from masksal tune: each method given as it was tuned gets a second row "
+             "with the configuration chosen on the validation split.")] = None,
+    ci: CiOpt = True,
+    ci_resamples: CiResamplesOpt = 1000,
+    ci_seed: CiSeedOpt = 0,
     quiet: QuietOpt = False,
 ) -> None:
-    """Compare saliency methods on one classifier and dataset: quality and speed in one table."""
+    """Compare saliency methods on one classifier and dataset: quality and speed in one table.
+
+    Several runs of one method (training seeds) share a row: masker:runs/s0|runs/s1|runs/s2 reports
+    the mean over the runs, with intervals over seeds and images.
+    """
     import platform
 
     import torch
@@ -169,6 +216,7 @@ def benchmark(
     )
     from masksal.devices import resolve_device
     from masksal.evaluation import compare_methods, format_table, speed_table, write_outputs
+    from masksal.evaluation.tuning import read_tuning
     from masksal.report.side_by_side import write_side_by_side
     from masksal.training import dataset_classes
     from masksal.types import collate
@@ -176,27 +224,48 @@ def benchmark(
     n_threads = set_threads(threads)
     check_out_dir(out)
     names = _metric_list(metrics)
-    specs = [m.strip() for m in methods.split(",") if m.strip()]
+    specs = split_methods(methods)
     if not specs:
         raise ValueError("--methods: name at least one method")
+    tuning = read_tuning(tuned) if tuned is not None else {}
     dev = resolve_device(device)
-    clf = resolve_classifier(classifier, specs, dev)
-    loaded = []
-    for spec in specs:
-        e = load_method(spec, clf, dev)
-        loaded.append((method_label(spec, e), e))
-    size = image_size_of(classifier, specs)
-    ds, loader = build_loader(data, split, size, n, batch_size, reference=reference_checkpoint(classifier, specs))
+    runs = [expand_runs(spec) for spec in specs]
+    flat = [r for group in runs for r in group]
+    clf = resolve_classifier(classifier, flat, dev)
+    rows_to_run: list[tuple[str, list[str]]] = []
+    for spec, group in zip(specs, runs, strict=True):
+        chosen = tuning.get(spec)
+        if chosen is None:
+            rows_to_run.append((spec, group))
+        elif chosen.best_spec == spec:
+            rows_to_run.append((f"{spec} (authors' = tuned)", group))
+        else:
+            rows_to_run += [(f"{spec} (authors')", group), (f"{chosen.best_spec} (tuned)", [chosen.best_spec])]
+    loaded: list[tuple[str, list[Any]]] = []
+    for label, group in rows_to_run:
+        explainers = [load_method(r, clf, dev) for r in group]
+        if len(group) > 1:  # a masker's runs by their first folder, other methods by the spec
+            first = method_label(group[0], explainers[0])
+            label = f"{first if first != group[0] else label} ({len(group)} runs)"
+        elif label == group[0]:
+            label = method_label(label, explainers[0])
+        loaded.append((label, explainers))
+    size = image_size_of(classifier, flat)
+    ds, loader = build_loader(data, split, size, n, batch_size, reference=reference_checkpoint(classifier, flat))
     check_classes(ds, clf, data)
-    rows = compare_methods(loaded, clf, loader, metrics=names, limit=limit, progress=not quiet,
-                           metric_options=_metric_options(metric_option))
+    rows = compare_methods([(label, es if len(es) > 1 else es[0]) for label, es in loaded], clf, loader,
+                           metrics=names, limit=limit, progress=not quiet,
+                           metric_options=_metric_options(metric_option), ci=ci_resamples if ci else 0,
+                           ci_seed=ci_seed)
     name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else \
         f"CPU {platform.machine()}, {n_threads} threads"
     paths = write_outputs(rows, out, {"device": name, "methods": specs, "data": data, "split": split,
-                                      "limit": limit, "image_size": size})
+                                      "limit": limit, "image_size": size,
+                                      "tuned": None if tuned is None else str(tuned)})
     sample = collate([ds[i] for i in range(min(8, len(ds)))]).to(dev)  # type: ignore[arg-type]
-    page = write_side_by_side(loaded, sample, out / "side_by_side.html", classifier=clf,
-                              class_names=dataset_classes(ds) or None, scaling=scaling.replace("-", "_"))
+    page = write_side_by_side([(label, es[0]) for label, es in loaded], sample, out / "side_by_side.html",
+                              classifier=clf, class_names=dataset_classes(ds) or None,
+                              scaling=scaling.replace("-", "_"))
     typer.echo(format_table(rows))
     typer.echo("")
     typer.echo(speed_table(rows))

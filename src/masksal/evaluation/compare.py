@@ -18,7 +18,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from masksal.classifiers import Classifier
-from masksal.evaluation.evaluate import evaluate
+from masksal.evaluation.evaluate import evaluate_with_states
 from masksal.evaluation.table import format_table, speed_table
 from masksal.explainers.base import SupportsExplain
 
@@ -74,7 +74,7 @@ class PeakMemory:
 
 
 def compare_methods(
-    methods: Sequence[tuple[str, SupportsExplain]],
+    methods: Sequence[tuple[str, SupportsExplain | Sequence[SupportsExplain]]],
     classifier: Classifier,
     loader: DataLoader,
     *,
@@ -82,20 +82,38 @@ def compare_methods(
     limit: int | None = None,
     progress: bool = True,
     metric_options: Mapping[str, Mapping[str, Any]] | None = None,
+    ci: int = 0,
+    ci_seed: int = 0,
+    ci_level: float = 0.95,
 ) -> list[dict[str, Any]]:
     """Evaluate each ``(spec, explainer)`` on the same batches; adds speed and memory columns.
 
-    ``speedup_vs_masker`` compares each method's maps/s with the first masker in the list.
+    ``speedup_vs_masker`` compares each method's maps/s with the first masker in the list. An entry
+    whose explainer is a sequence is one method run with several training seeds (or random seeds):
+    each is evaluated, the row holds the mean over them (``runs``, ``run_values``) and, with ``ci``,
+    intervals over seeds and images (:func:`~masksal.evaluation.intervals.combine_runs`). With
+    ``ci`` every row gets bootstrap intervals over the images (same resamples for every method).
     """
+    from masksal.evaluation.intervals import combine_runs
+
     device = next(classifier.parameters()).device
     rows: list[dict[str, Any]] = []
-    for spec, explainer in methods:
-        with PeakMemory(device) as mem:
-            res = evaluate(explainer, classifier, loader, metrics=metrics, limit=limit, progress=progress,
-                           metric_options=metric_options)
+    for spec, explainers in methods:
+        group = list(explainers) if isinstance(explainers, Sequence) else [explainers]
+        results, states, peak = [], [], 0.0
+        for explainer in group:
+            with PeakMemory(device) as mem:
+                res, st = evaluate_with_states(explainer, classifier, loader, metrics=metrics, limit=limit,
+                                               progress=progress, metric_options=metric_options,
+                                               ci=ci if len(group) == 1 else 0, ci_seed=ci_seed, ci_level=ci_level,
+                                               keep_per_image=ci > 0)
+            results.append(res)
+            states.append(st)
+            peak = max(peak, mem.peak_mib)
+        res = results[0] if len(group) == 1 else combine_runs(results, states, n=ci, seed=ci_seed, level=ci_level)
         res["method"] = spec
         res["explainer"] = spec
-        res["peak_memory_mib"] = mem.peak_mib
+        res["peak_memory_mib"] = peak
         res["ms_per_image"] = 1000.0 / res["maps_per_second"] if res["maps_per_second"] else float("nan")
         rows.append(res)
     masker_rate = next((r["maps_per_second"] for r in rows if r["method"].startswith("masker")), None)

@@ -24,7 +24,7 @@ from masksal.classifiers import Classifier, as_classifier, eval_mode
 from masksal.devices import module_device
 from masksal.distributed import all_reduce_sum
 from masksal.explainers.base import SupportsExplain
-from masksal.metrics.base import Metric
+from masksal.metrics.base import Accumulator, Metric
 from masksal.metrics.classification import ClassificationAccuracy
 from masksal.types import Batch
 
@@ -93,11 +93,12 @@ def _total(loader: Iterable[Batch], limit: int | None) -> int | None:
 
 def _run(explainer: SupportsExplain, classifier: Classifier, loader: Iterable[Batch], metrics: dict[str, Metric],
          skipped: dict[str, str], *, limit: int | None, progress: bool, desc: str,
-         bad: list[str] | None = None, workers: int = 0) -> dict[str, float]:
-    """One pass over ``loader``: top-1, maps, metric updates. Fills ``skipped`` (metrics not
-    computed) and ``bad`` (samples that could not be read); returns counts and timings. With
-    ``workers``, the metrics that need no classifier are updated in that many worker processes
-    while the next batch is explained (:mod:`masksal.evaluation.workers`)."""
+         bad: list[str] | None = None, workers: int = 0,
+         top1: ClassificationAccuracy | None = None) -> dict[str, float]:
+    """One pass over ``loader``: top-1 (into ``top1`` when given), maps, metric updates. Fills
+    ``skipped`` (metrics not computed) and ``bad`` (samples that could not be read); returns counts
+    and timings. With ``workers``, the metrics that need no classifier are updated in that many
+    worker processes while the next batch is explained (:mod:`masksal.evaluation.workers`)."""
     from contextlib import ExitStack
 
     from masksal.evaluation.workers import MAP_ONLY, MetricWorkers
@@ -107,7 +108,7 @@ def _run(explainer: SupportsExplain, classifier: Classifier, loader: Iterable[Ba
     here: dict[str, Metric] = metrics
     stack = ExitStack()
     device = module_device(classifier)
-    top1 = ClassificationAccuracy()
+    top1 = ClassificationAccuracy() if top1 is None else top1
     seen, explain_s, unlabelled = 0, 0.0, 0
     first = True
     bar = tqdm(total=_total(loader, limit), unit="img", desc=desc, disable=not progress, dynamic_ncols=True)
@@ -210,6 +211,9 @@ def evaluate(
     progress: bool = True,
     metric_options: Mapping[str, Mapping[str, Any]] | None = None,
     metric_workers: int | None = None,
+    ci: int = 0,
+    ci_seed: int = 0,
+    ci_level: float = 0.95,
 ) -> dict[str, Any]:
     """Run a saliency method over a dataset and compute the requested metrics.
 
@@ -241,16 +245,50 @@ def evaluate(
             batch is explained (0: in this process); ``None``: :func:`default_metric_workers`.
         metric_options: constructor keyword arguments per metric name, e.g.
             ``{"deletion_insertion": {"steps": 50}, "le_om_f1": {"binarize": "casm"}}``.
+        ci: bootstrap resamples for confidence intervals over the images (0: none). The metrics
+            then keep per-image states (see :mod:`masksal.evaluation.intervals`); the metrics that
+            run the classifier (SM, deletion / insertion, ROAD) run it one image at a time.
+        ci_seed: seed of the resampling (the same for every method: paired resamples).
+        ci_level: confidence level of the intervals.
 
     Returns:
         A flat dict: ``explainer`` (name), ``images``, ``top1`` and every metric's keys (see each
         metric's ``compute``), ``seconds`` (wall time of the test pass), ``explain_seconds``,
         ``maps_per_second``, ``skipped`` (``{metric: reason}``), ``bad_samples`` (samples that
-        could not be read and were left out; ``bad_sample_messages`` names them).
+        could not be read and were left out; ``bad_sample_messages`` names them). With ``ci``:
+        ``ci`` (``{key: [low, high]}``), ``ci_level``, ``ci_resamples``, ``ci_seed``, ``ci_over``.
 
     Raises:
         ValueError: an unknown metric name.
     """
+    return evaluate_with_states(explainer, classifier, loader, metrics=metrics, limit=limit, val_loader=val_loader,
+                                progress=progress, metric_options=metric_options, metric_workers=metric_workers,
+                                ci=ci, ci_seed=ci_seed, ci_level=ci_level)[0]
+
+
+def evaluate_with_states(
+    explainer: SupportsExplain,
+    classifier: Classifier | torch.nn.Module | None,
+    loader: Iterable[Batch],
+    *,
+    metrics: Sequence[str] = DEFAULT_METRICS,
+    limit: int | None = None,
+    val_loader: Iterable[Batch] | None = None,
+    progress: bool = True,
+    metric_options: Mapping[str, Mapping[str, Any]] | None = None,
+    metric_workers: int | None = None,
+    ci: int = 0,
+    ci_seed: int = 0,
+    ci_level: float = 0.95,
+    keep_per_image: bool = False,
+) -> tuple[dict[str, Any], dict[str, Accumulator]]:
+    """:func:`evaluate`, also returning the accumulators (name -> accumulator, ``"top1"``
+    included), e.g. to combine several training seeds (:func:`~masksal.evaluation.intervals.combine_runs`).
+    ``keep_per_image`` keeps their per-image states without computing intervals (``ci`` implies
+    it)."""
+    if ci < 0:
+        raise ValueError(f"ci must be >= 0 resamples, got {ci}")
+    keep = keep_per_image or ci > 0
     if classifier is None:
         classifier = getattr(explainer, "classifier", None)
         if not isinstance(classifier, Classifier):
@@ -284,11 +322,13 @@ def evaluate(
             else:
                 skipped["boxacc (val threshold)"] = "maxboxacc was not requested"
         built = {m: _build(m, classifier, options.get(m, {})) for m in dict.fromkeys(metrics)}
+        top1 = ClassificationAccuracy()
+        for accumulator in (*built.values(), top1):
+            accumulator.keep_per_image = keep
         t0 = time.perf_counter()
         bad: list[str] = []
         timing = _run(explainer, classifier, loader, built, skipped, limit=limit, progress=progress, desc=name,
-                      workers=n_workers,
-                      bad=bad)
+                      workers=n_workers, bad=bad, top1=top1)
         seconds = time.perf_counter() - t0
     result["images"] = int(timing["images"])
     result["top1"] = timing["top1"]
@@ -307,7 +347,13 @@ def evaluate(
     result["skipped"] = skipped
     result["bad_samples"] = int(timing["bad_samples"])
     result["bad_sample_messages"] = bad[:100]  # this process's first ones (rank 0 under torchrun)
-    return result
+    states: dict[str, Accumulator] = {"top1": top1, **built} if top1.num_images else dict(built)
+    if ci > 0:
+        from masksal.evaluation.intervals import metric_intervals
+
+        result["ci"] = metric_intervals(states, n=ci, seed=ci_seed, level=ci_level, val_thresholds=val_thresholds)
+        result.update(ci_level=ci_level, ci_resamples=ci, ci_seed=ci_seed, ci_over="images")
+    return result, states
 
 
 def evaluate_sharded(

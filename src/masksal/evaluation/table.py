@@ -35,11 +35,40 @@ _COLUMNS: tuple[tuple[str, str, str], ...] = (
 )
 
 
+_NOT_RANKED = ("images", "top1", "maps_per_second")
+"""Columns never marked best: counts, the classifier's own accuracy, speed (no interval)."""
+
+
+def _number(v: Any) -> float | None:
+    ok = isinstance(v, int | float) and not isinstance(v, bool) and not (isinstance(v, float) and math.isnan(v))
+    return float(v) if ok else None
+
+
+def _interval(r: Mapping[str, Any], key: str) -> tuple[float, float] | None:
+    iv = dict(r.get("ci") or {}).get(key)
+    if iv is None or len(iv) != 2 or any(_number(x) is None for x in iv):
+        return None
+    return float(iv[0]), float(iv[1])
+
+
+def best_rows(rows: Sequence[Mapping[str, Any]], key: str, higher_is_better: bool) -> int | None:
+    """The row that is best on ``key`` with its confidence interval apart from every other row's
+    (:func:`~masksal.metrics.resampling.separated_best`); None without intervals or when they overlap."""
+    from masksal.metrics.resampling import separated_best
+
+    values = [_number(r.get(key)) for r in rows]
+    return separated_best([math.nan if v is None else v for v in values], [_interval(r, key) for r in rows],
+                          higher_is_better)
+
+
 def format_table(results: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> str:
     """Render one or several :func:`evaluate` results as a Markdown table.
 
     One row per result (named by its ``explainer``), one column per metric present in any of
-    them (a missing value shows as ``-``). Skipped metrics are listed under the table.
+    them (a missing value shows as ``-``). Skipped metrics are listed under the table. A result
+    with confidence intervals (``ci``, :func:`evaluate` with ``ci=``) shows each value with its
+    interval, ``74.0 [71.2, 76.9]``, and the best value of a column is in bold only where its
+    interval lies apart from every other row's.
 
     Args:
         results: a result dict, or a sequence of them (e.g. one per saliency method).
@@ -51,15 +80,28 @@ def format_table(results: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> st
 
     rows = [results] if isinstance(results, Mapping) else list(results)
     cols = [c for c in _COLUMNS if any(c[0] in r for r in rows)]
+    best = {key: best_rows(rows, key, higher_is_better="↓" not in header) for key, header, _ in cols
+            if key not in _NOT_RANKED}
     body = []
-    for r in rows:
+    for i, r in enumerate(rows):
         cells = [r.get("explainer", "?")]
         for key, _, fmt in cols:
-            v = r.get(key)
-            ok = isinstance(v, (int, float)) and not (isinstance(v, float) and math.isnan(v))
-            cells.append(fmt.format(v) if ok else "-")
+            v = _number(r.get(key))
+            iv = _interval(r, key)
+            cell = "-" if v is None else fmt.format(v)
+            if v is not None and iv is not None:
+                cell += f" [{fmt.format(iv[0])}, {fmt.format(iv[1])}]"
+            cells.append(f"**{cell}**" if best.get(key) == i else cell)
         body.append(cells)
     lines = markdown_table(["Method", *(h for _, h, _ in cols)], body, first_align="---").splitlines()
+    with_ci = [r for r in rows if r.get("ci")]
+    if with_ci:
+        r0 = with_ci[0]
+        runs = any(r.get("ci_over") == "seeds and images" for r in with_ci)
+        lines += ["", f"[low, high]: {100 * float(r0.get('ci_level', 0.95)):g} % bootstrap interval over the images"
+                      + (" (rows of several runs: over the runs and the images)" if runs else "")
+                      + f", {int(r0.get('ci_resamples', 0))} resamples, seed {r0.get('ci_seed', 0)}; bold: best of "
+                      "the column, its interval apart from every other method's."]
     notes = [f"{r.get('explainer', '?')}: {m} skipped ({why})"
              for r in rows for m, why in dict(r.get("skipped", {})).items()]
     notes += [f"{r.get('explainer', '?')}: {int(r['bad_samples'])} unreadable sample(s) left out, e.g. "

@@ -96,6 +96,9 @@ class Explainer(ABC):
     """Whether the method runs the model (the baselines do not and accept ``classifier=None``)."""
     class_specific: ClassVar[bool] = True
     """Whether the map depends on ``targets`` (the class-agnostic masker's does not)."""
+    TUNING_GRID: ClassVar[dict[str, list[Any]]] = {}
+    """Settings worth trying when tuning the method on a validation split (option -> values), read
+    by :func:`masksal.evaluation.tune`; empty for a method without settings to tune."""
 
     classifier: Classifier | None
 

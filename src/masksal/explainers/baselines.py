@@ -8,7 +8,7 @@ one, they hand back its logits like every other method (one forward pass for tha
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import Tensor, nn
@@ -44,6 +44,8 @@ class CentreBaseline(Explainer):
     """
 
     name = "centre"
+    TUNING_GRID: ClassVar[dict[str, list[Any]]] = {"sigma": [0.15, 0.25, 0.35]}
+    """Settings :func:`masksal.evaluation.tune` tries: the width of the Gaussian."""
     requires_classifier = False
     class_specific = False
 

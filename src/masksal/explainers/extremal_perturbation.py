@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -219,6 +219,9 @@ class ExtremalPerturbation(Explainer):
     """
 
     name = "extremal_perturbation"
+    TUNING_GRID: ClassVar[dict[str, list[Any]]] = {"areas": [0.1, 0.2, 0.3], "jitter": [True, False]}
+    """Settings :func:`masksal.evaluation.tune` tries: the preserved area (the authors' 0.1 and the
+    sizes of larger objects) and the flip jitter (made for flip-invariant classifiers)."""
     needs_grad = True
     classifier: Classifier
 

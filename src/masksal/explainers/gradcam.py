@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -117,6 +117,8 @@ class GradCAM(Explainer):
     """
 
     name = "gradcam"
+    TUNING_GRID: ClassVar[dict[str, list[Any]]] = {"layer": ["layer4", "layer3", "layer2"]}
+    """Settings :func:`masksal.evaluation.tune` tries: the layer whose activations and gradients make the map."""
     classifier: Classifier
 
     def __init__(self, classifier: Classifier | nn.Module, layer: str | nn.Module | None = None) -> None:
@@ -188,6 +190,8 @@ class PytorchGradCamExplainer(Explainer):
     """
 
     name = "pytorch_grad_cam"
+    TUNING_GRID: ClassVar[dict[str, list[Any]]] = {"layer": ["layer4", "layer3", "layer2"]}
+    """Settings :func:`masksal.evaluation.tune` tries: the target layer."""
     needs_grad = True
     classifier: Classifier
 

@@ -100,6 +100,8 @@ class VanillaGradients(CaptumExplainer):
     """
 
     name = "saliency"
+    TUNING_GRID: ClassVar[dict[str, list[Any]]] = {"reduction": ["abs_max", "abs_sum"]}
+    """Settings :func:`masksal.evaluation.tune` tries: how the colour channels are reduced."""
     forward_on_clean_images = True
 
     def __init__(self, classifier: Classifier | nn.Module, reduction: ChannelReduction = "abs_max") -> None:
@@ -135,6 +137,8 @@ class IntegratedGradients(CaptumExplainer):
     """
 
     name = "ig"
+    TUNING_GRID: ClassVar[dict[str, list[Any]]] = {"steps": [20, 50], "baseline": [0.0, 0.5, 1.0]}
+    """Settings :func:`masksal.evaluation.tune` tries: path points, and a black, grey or white baseline."""
 
     def __init__(
         self,
@@ -190,6 +194,9 @@ class SmoothGrad(CaptumExplainer):
     """
 
     name = "smoothgrad"
+    TUNING_GRID: ClassVar[dict[str, list[Any]]] = {"n_samples": [25, 50], "noise_level": [0.05, 0.15, 0.3]}
+    """Settings :func:`masksal.evaluation.tune` tries: samples, and noise below, inside and above the
+    paper's recommended 0.1-0.2."""
 
     def __init__(
         self,
@@ -258,6 +265,8 @@ class GuidedBackprop(CaptumExplainer):
     """
 
     name = "guided_backprop"
+    TUNING_GRID: ClassVar[dict[str, list[Any]]] = {"reduction": ["abs_sum", "abs_max"]}
+    """Settings :func:`masksal.evaluation.tune` tries: how the colour channels are reduced."""
     forward_on_clean_images = True
 
     def _attribute(self, inputs: Tensor, targets: Tensor) -> Tensor:

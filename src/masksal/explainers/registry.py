@@ -81,6 +81,16 @@ def available_explainers() -> list[str]:
     return sorted(_FACTORIES)
 
 
+def explainer_factory(name: str) -> ExplainerFactory:
+    """The factory registered under ``name`` (or an alias), e.g. the class, to read its declared
+    attributes such as ``TUNING_GRID``.
+
+    Raises:
+        ValueError: unknown method.
+    """
+    return _FACTORIES[_lookup(name)]
+
+
 def _accepted_options(factory: ExplainerFactory) -> list[str] | None:
     """Option names the factory takes after the classifier, or None if it takes ``**kwargs``."""
     try:

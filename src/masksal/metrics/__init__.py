@@ -12,6 +12,9 @@
 * :class:`ClassSensitivity`: localization of the requested object on images of several objects.
 * :class:`ClassificationAccuracy`: the classifier's top-1 accuracy.
 
+:func:`bootstrap` gives confidence intervals over images of any of them (accumulators updated with
+``keep_per_image = True``), :func:`bootstrap_runs` over images and training seeds.
+
 Definitions, conventions and where the literature differs: docs/metrics.md.
 """
 
@@ -27,7 +30,8 @@ _LAZY = {
     "DeletionInsertion": "faithfulness", "LocalizationError": "localization", "MaxBoxAccuracy": "maxboxacc",
     "resize_maps": "maxboxacc", "PointingGame": "pointing_game", "PixelAveragePrecision": "pxap",
     "RemoveAndDebias": "road", "blur_maps": "road", "noisy_linear_imputation": "road",
-    "SaliencyMetric": "saliency_metric",
+    "SaliencyMetric": "saliency_metric", "bootstrap": "resampling", "bootstrap_runs": "resampling",
+    "separated_best": "resampling",
 }
 __all__ = [
     "Accumulator",
@@ -43,10 +47,13 @@ __all__ = [
     "SaliencyMetric",
     "binarize",
     "blur_maps",
+    "bootstrap",
+    "bootstrap_runs",
     "box_iou",
     "largest_component_boxes",
     "noisy_linear_imputation",
     "resize_maps",
+    "separated_best",
 ]
 
 
@@ -68,5 +75,6 @@ if TYPE_CHECKING:
     from masksal.metrics.maxboxacc import MaxBoxAccuracy, resize_maps
     from masksal.metrics.pointing_game import PointingGame
     from masksal.metrics.pxap import PixelAveragePrecision
+    from masksal.metrics.resampling import bootstrap, bootstrap_runs, separated_best
     from masksal.metrics.road import RemoveAndDebias, blur_maps, noisy_linear_imputation
     from masksal.metrics.saliency_metric import SaliencyMetric

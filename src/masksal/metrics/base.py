@@ -4,11 +4,20 @@ Every metric keeps its state as a few float64 arrays of sums and counts, so that
 several processes (or of several shards of one split) simply add up: ``merge`` adds another
 accumulator's state into this one, ``all_reduce`` sums the state over a ``torch.distributed``
 process group. Memory is independent of the number of images.
+
+With ``keep_per_image = True`` an accumulator also keeps each image's own share of that state
+(the state one image alone would leave), so that any resample of the images can be scored exactly
+as the accumulator would score it, without keeping the maps: the per-image states weighted by how
+often each image was drawn add up to the resample's state (:meth:`Accumulator.reweighted`,
+:func:`masksal.metrics.resampling.bootstrap`).
 """
 
 from __future__ import annotations
 
+import copy
+import functools
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
 from typing import Any, Literal
 
 import numpy as np
@@ -29,8 +38,25 @@ class Accumulator(ABC):
 
     name: str = "accumulator"
 
+    keep_per_image: bool = False
+    """Also keep every image's share of the state (set before the first ``update``): memory then
+    grows with the images, by the size of the state per image (a few bytes for LE/OM/F1, SM or the
+    pointing game; 1.5 kB for MaxBoxAcc's hit vectors; 8 kB for PxAP's histograms at step 0.001)."""
+
     def __init__(self) -> None:
         self._state: dict[str, np.ndarray] = self._empty_state()
+        self._per_image: list[dict[str, np.ndarray]] = []
+        self._per_image_ids: list[str | None] = []
+        self._in_update = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        # Every subclass's own ``update`` is wrapped once, so that ``keep_per_image`` works for any
+        # metric without each one knowing about it (see _recording_update).
+        super().__init_subclass__(**kwargs)
+        raw = cls.__dict__.get("update")
+        if callable(raw) and not getattr(raw, "_records_images", False) \
+                and not getattr(raw, "__isabstractmethod__", False):
+            cls.update = _recording_update(raw)  # type: ignore[attr-defined]
 
     @abstractmethod
     def _empty_state(self) -> dict[str, np.ndarray]:
@@ -50,8 +76,66 @@ class Accumulator(ABC):
         return int(self._state["count"][0])
 
     def reset(self) -> None:
-        """Forget everything accumulated."""
+        """Forget everything accumulated (the per-image states too)."""
         self._state = self._empty_state()
+        self._per_image = []
+        self._per_image_ids = []
+
+    # -- per-image states (for resampling) ---------------------------------------------------
+
+    @property
+    def num_kept_images(self) -> int:
+        """Images whose own state was kept (``keep_per_image``); 0 when it was off."""
+        return len(getattr(self, "_per_image", []))
+
+    def per_image_states(self) -> dict[str, np.ndarray]:
+        """Each kept image's share of the state: name -> ``(N, *shape)`` float64, in update order.
+
+        Summed over the images (axis 0) it is the accumulator's state, up to float summation order.
+
+        Raises:
+            ValueError: ``keep_per_image`` was off, or an image was accumulated without it.
+        """
+        self._check_kept()
+        return {k: np.stack([rec[k] for rec in self._per_image]).astype(np.float64) for k in self._state}
+
+    def per_image_ids(self) -> list[str | None]:
+        """The ids of the kept images (``batch.ids``; None where the batch had none), in update order."""
+        return list(getattr(self, "_per_image_ids", []))
+
+    def reweighted(self, weights: np.ndarray) -> Accumulator:
+        """A copy whose state is ``sum_i weights[i] * state_i`` over the kept images.
+
+        With integer weights (how many times a resample drew each image) the copy's ``compute()``
+        is exactly what this accumulator would compute after seeing that resample image by image;
+        all ones give this accumulator's own state. The copy keeps no per-image states.
+
+        Args:
+            weights: ``(N,)`` non-negative weights, one per kept image (update order).
+
+        Raises:
+            ValueError: no per-image states, or a weight vector of another length.
+        """
+        w = np.asarray(weights, dtype=np.float64).reshape(-1)
+        per = self.per_image_states()
+        if w.shape[0] != self.num_kept_images:
+            raise ValueError(f"{self.name}: {w.shape[0]} weights for {self.num_kept_images} kept images")
+        return self.with_state({k: np.tensordot(w, v, axes=(0, 0)) for k, v in per.items()})
+
+    def with_state(self, state: dict[str, np.ndarray]) -> Accumulator:
+        """A shallow copy of this accumulator (same settings) holding ``state`` and no per-image states."""
+        clone = copy.copy(self)
+        clone._state = {k: np.asarray(v, dtype=np.float64) for k, v in state.items()}
+        clone._per_image, clone._per_image_ids = [], []
+        return clone
+
+    def _check_kept(self) -> None:
+        kept, n = self.num_kept_images, self.num_images
+        if kept == 0 and n == 0:
+            raise ValueError(f"{self.name}: no image accumulated")
+        if kept != n:
+            raise ValueError(f"{self.name}: per-image states were kept for {kept} of {n} images; set "
+                             "keep_per_image = True before the first update to resample the images")
 
     def state_dict(self) -> dict[str, np.ndarray]:
         """A copy of the state (float64 arrays of sums and counts)."""
@@ -73,6 +157,8 @@ class Accumulator(ABC):
                              f"settings: {self._config()} vs {other._config()}")
         for k, v in other._state.items():
             self._state[k] = self._state[k] + v
+        self._per_image = [*getattr(self, "_per_image", []), *getattr(other, "_per_image", [])]
+        self._per_image_ids = [*getattr(self, "_per_image_ids", []), *getattr(other, "_per_image_ids", [])]
         return self
 
     def all_reduce(self) -> None:
@@ -93,6 +179,11 @@ class Accumulator(ABC):
             t = torch.from_numpy(np.ascontiguousarray(self._state[k], dtype=np.float64)).to(device)
             dist.all_reduce(t, op=dist.ReduceOp.SUM)
             self._state[k] = t.cpu().numpy().astype(np.float64)
+        if self.keep_per_image:  # every process then holds every image's state, in rank order
+            gathered: list[Any] = [None] * dist.get_world_size()
+            dist.all_gather_object(gathered, (self._per_image, self._per_image_ids))
+            self._per_image = [rec for recs, _ in gathered for rec in recs]
+            self._per_image_ids = [i for _, ids in gathered for i in ids]
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(images={self.num_images})"
@@ -109,6 +200,86 @@ class Metric(Accumulator):
             maps: ``(B, H, W)`` float saliency maps at the images' resolution, larger = more salient.
             batch: the :class:`~masksal.types.Batch` the maps were computed for.
         """
+
+
+def _compact(a: np.ndarray) -> np.ndarray:
+    """``a`` in the smallest dtype that holds it exactly (hit counts as uint8, histograms as float32)."""
+    if a.size and np.all((a >= 0) & (a <= 255) & (a == np.round(a))):
+        return a.astype(np.uint8)
+    small = a.astype(np.float32)
+    return small if np.array_equal(small, a) else a.copy()
+
+
+def _split_images(args: tuple[Any, ...], kwargs: dict[str, Any]
+                  ) -> Iterator[tuple[str | None, tuple[Any, ...], dict[str, Any]]]:
+    """One ``(id, args, kwargs)`` per image of an ``update`` call: every :class:`Batch` and every
+    tensor with one row per image cut to that image's row, other arguments passed as they are."""
+    batch = next((a for a in (*args, *kwargs.values()) if isinstance(a, Batch)), None)
+    if batch is not None:
+        n = len(batch)
+    else:
+        first = next((a for a in (*args, *kwargs.values()) if isinstance(a, torch.Tensor) and a.dim() > 0), None)
+        n = 0 if first is None else int(first.shape[0])
+
+    def cut(a: Any, i: int) -> Any:
+        if isinstance(a, Batch):
+            return Batch(images=a.images[i:i + 1], labels=a.labels[i:i + 1], boxes=a.boxes[i:i + 1],
+                         masks=None if a.masks is None else a.masks[i:i + 1], ids=list(a.ids[i:i + 1]))
+        if isinstance(a, torch.Tensor) and a.dim() > 0 and a.shape[0] == n:
+            return a[i:i + 1]
+        return a
+
+    for i in range(n):
+        ident = batch.ids[i] if batch is not None and i < len(batch.ids) else None
+        yield ident, tuple(cut(a, i) for a in args), {k: cut(v, i) for k, v in kwargs.items()}
+
+
+def _recording_update(update: Callable[..., None]) -> Callable[..., None]:
+    """Wrap a metric's ``update``: with ``keep_per_image`` it runs image by image, each on an empty
+    state, and keeps that state before adding it to the total. The total is then the sum of the
+    per-image states by construction (the same numbers as a batched update, up to float summation
+    order), whatever the metric computes; a metric's batched work (the classifier forward passes of
+    SM, deletion / insertion, ROAD) then runs one image at a time."""
+
+    @functools.wraps(update)
+    def wrapper(self: Accumulator, *args: Any, **kwargs: Any) -> None:
+        if not self.keep_per_image or getattr(self, "_in_update", False):
+            update(self, *args, **kwargs)
+            return
+        values = (*args, *kwargs.values())
+        rows = {int(a.shape[0]) for a in values if isinstance(a, torch.Tensor) and a.dim() > 0}
+        rows |= {len(a) for a in values if isinstance(a, Batch)}
+        total, records = self._state, []
+        self._in_update = True  # a subclass update calling its parent's records once
+        try:
+            if len(rows) > 1:  # not one row per image: let the metric's own check raise
+                self._state = self._empty_state()
+                update(self, *args, **kwargs)
+                raise ValueError(f"{self.name}: keep_per_image needs one row per image in every tensor "
+                                 f"argument, got leading sizes {sorted(rows)}")
+            for ident, a, kw in _split_images(args, kwargs):
+                self._state = self._empty_state()
+                update(self, *a, **kw)
+                records.append((ident, self._state))
+            merged = dict(total)
+            for _, st in records:
+                for k, v in st.items():
+                    if merged[k].shape != v.shape and merged[k].size == 0:  # sized by the first image
+                        merged[k] = np.zeros_like(v)
+                    if merged[k].shape != v.shape:
+                        raise ValueError(f"{self.name}: an image's state {k!r} has shape {v.shape}, earlier "
+                                         f"ones {merged[k].shape} (images of different sizes?)")
+                    merged[k] = merged[k] + v
+            total = merged
+        finally:
+            self._state = total
+            self._in_update = False
+        for ident, st in records:
+            self._per_image.append({k: _compact(v) for k, v in st.items()})
+            self._per_image_ids.append(ident)
+
+    wrapper._records_images = True  # type: ignore[attr-defined]
+    return wrapper
 
 
 def zeros(n: int = 1) -> np.ndarray:
