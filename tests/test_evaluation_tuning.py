@@ -4,6 +4,7 @@ format_table (evaluation/intervals.py, table.py)."""
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -71,11 +72,19 @@ def classifier() -> Classifier:
 
 
 @pytest.fixture(scope="module")
-def shifted_box() -> None:
+def shifted_box() -> Iterator[None]:
+    from masksal.explainers import registry
+
+    saved = [dict(d) for d in (registry._FACTORIES, registry._ALIASES, registry._REQUIRES_CLASSIFIER)]
     register_explainer("shifted_box", ShiftedBox, replace=True)
     for seed in (0, 1):
         for s in samples(16, seed):
             ShiftedBox.objects[hash(s["image"].numpy().tobytes())] = s["mask"].clone()
+    yield
+    # The registry is process-wide: other test modules list every registered method.
+    for d, before in zip((registry._FACTORIES, registry._ALIASES, registry._REQUIRES_CLASSIFIER), saved, strict=True):
+        d.clear()
+        d.update(before)
 
 
 def test_configurations_start_with_the_authors_and_respect_the_budget() -> None:

@@ -150,7 +150,8 @@ class Classifier(nn.Module):
         for name in self.taps:
             def hook(_m: nn.Module, _i: Any, out: Any, name: str = name) -> None:
                 raw = out if isinstance(out, Tensor) else out[0]
-                feats[name] = self.as_map(name, raw, size, batch=int(images.shape[0]))
+                # no int() on the batch: a symbolic batch must stay symbolic in ONNX export
+                feats[name] = self.as_map(name, raw, size, batch=images.shape[0])
             handles.append(modules[name].register_forward_hook(hook))
         try:
             logits = self.forward(images)

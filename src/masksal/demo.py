@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -79,27 +80,16 @@ def run_demo(out: str | Path = "runs/demo", quick: bool = False, mode: str = "ca
     timings: dict[str, float] = {}
 
     clf_dir = out / "classifier"
-    check_same_recipe(clf_dir, cfg, "classifier", f"delete {out} or choose another --out")
-    if stage_done(clf_dir):
-        log(f"[1/4] classifier: reusing {clf_dir}")
-    else:
-        log(f"[1/4] training the classifier ({plan.classifier_epochs} epochs on {plan.n_train} images)")
-        t = time.time()
-        train_classifier(cfg, clf_dir, resume=is_checkpoint(clf_dir), progress=progress, run=run)
-        timings["classifier_seconds"] = time.time() - t
+    _stage(clf_dir, cfg, "classifier", None, f"[1/4] training the classifier ({plan.classifier_epochs} epochs on "
+           f"{plan.n_train} images)", train_classifier, timings, log, progress, run)
     clf_acc = float(json.loads((clf_dir / "metrics.json").read_text())["test_accuracy"])
     log(f"      classifier test accuracy: {clf_acc:.1f}%")
 
     masker_dir = out / f"masker_{mode}"
     cfg = with_overrides(cfg, {"classifier.weights": str(clf_dir)}, "demo")
-    check_same_recipe(masker_dir, cfg, "masker", f"delete {out} or choose another --out")
-    if stage_done(masker_dir, plan.masker_steps):
-        log(f"[2/4] masker: reusing {masker_dir}")
-    else:
-        log(f"[2/4] training the masker ({mode.upper()}, {plan.masker_steps} steps)")
-        t = time.time()
-        train_masker(cfg, masker_dir, resume=is_checkpoint(masker_dir), progress=progress, run=run)
-        timings["masker_seconds"] = time.time() - t
+    _stage(masker_dir, cfg, "masker", plan.masker_steps,
+           f"[2/4] training the masker ({mode.upper()}, {plan.masker_steps} steps)", train_masker, timings, log,
+           progress, run)
 
     log("[3/4] explaining and evaluating the test split")
     t = time.time()
@@ -141,3 +131,17 @@ def write_demo_report(out: Path, masker: Any, test_ds: Any, metrics: dict[str, A
     from masksal.report.demo_page import write_demo_page
 
     return write_demo_page(out, masker, test_ds, metrics, n_images=n_images, scaling=scaling)
+
+
+def _stage(folder: Path, cfg: ExperimentConfig, kind: str, steps: int | None, message: str,
+           train: Callable[..., Any], timings: dict[str, float], log: Any, progress: bool, run: RunOptions) -> None:
+    """Reuse a finished stage of the same recipe, else train it (resuming an interrupted one)."""
+    step = message.split("]")[0] + "]"
+    check_same_recipe(folder, cfg, kind, f"delete {folder.parent} or choose another --out")
+    if stage_done(folder, steps):
+        log(f"{step} {kind}: reusing {folder}")
+        return
+    log(message)
+    t = time.time()
+    train(cfg, folder, resume=is_checkpoint(folder), progress=progress, run=run)
+    timings[f"{kind}_seconds"] = time.time() - t

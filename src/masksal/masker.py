@@ -246,7 +246,7 @@ class Masker(Explainer, nn.Module):
     Example:
         >>> masker = load_masker("runs/demo/masker_ca")       # doctest: +SKIP
         >>> logits, maps = masker.classify_and_explain(images)  # doctest: +SKIP
-        >>> maps = masker.explain_targets(images, [[3, 7]])     # doctest: +SKIP  (B, 2, H, W)
+        >>> maps = masker.explain_targets(images, [[3, 7]])     # doctest: +SKIP
     """
 
     name = "masker"
