@@ -81,9 +81,13 @@ def test_both_backends_equal_the_per_level_opencv_procedure(kind: str, h: int, w
 
 @pytest.mark.parametrize("size", [224, 63])
 def test_backends_accumulate_identical_states(size: int) -> None:
+    # Raw (unnormalized) maps: the compiled path normalizes each map itself, to the same bits.
     rng = np.random.default_rng(size)
     kinds = ["smooth", "smooth", "tied", "constant"] + (["noise", "binary"] if size < 100 else [])
-    maps = torch.from_numpy(np.stack([random_map(k, size, size, int(rng.integers(1 << 30))) for k in kinds]))
+    maps = np.stack([random_map(k, size, size, int(rng.integers(1 << 30))) for k in kinds])
+    maps = maps * rng.uniform(0.1, 9.0, (len(kinds), 1, 1)) - rng.uniform(-3, 3, (len(kinds), 1, 1))  # raw scores
+    maps[-1, 3, 5] = np.nan  # scored as an all-zero map with nan_maps="zero"
+    maps = torch.from_numpy(maps)
     gts = []
     for _ in kinds:
         x0, y0 = rng.integers(0, size - 8, (2, 2))
@@ -91,7 +95,7 @@ def test_backends_accumulate_identical_states(size: int) -> None:
     batch = make_batch([g.tolist() for g in gts], size=size)
     states = []
     for backend in ("numba", "numpy"):
-        metric = MaxBoxAccuracy(backend=backend)
+        metric = MaxBoxAccuracy(backend=backend, nan_maps="zero")
         metric.update(maps, batch)
         states.append(metric.state_dict())
     for key in ("hits_v1", "hits_v2", "count"):

@@ -325,18 +325,18 @@ def compiled_level_ious(m: np.ndarray, gt: np.ndarray, used: np.ndarray) -> tupl
     """Best IoU with the ground truth at every used level below the map's maximum, compiled.
 
     Args:
-        m: ``(H, W)`` float64 map in [0, 1]. gt: ``(K >= 1, 4)`` float64 inclusive boxes (clipped).
-        used: ``(256,)`` bool, the levels to report.
+        m: ``(H, W)`` float64 map, raw or already min-max normalized (normalizing is then the
+            identity); a constant map or one with NaN is scored as all zeros, as wsolevaluation does.
+        gt: ``(K >= 1, 4)`` float64 inclusive boxes (clipped). used: ``(256,)`` bool, the levels.
 
     Returns:
         ``(v1 (256,), v2 (256,))`` float64: the best IoU of the largest contour's box and of any
         contour's box; -1 at levels without contour (``>= max(uint8(m * 255))``) or unused.
     """
-    from masksal.metrics._levelboxes_jit import level_ious
+    from masksal.metrics._levelious_jit import level_ious, normalized_uint8
 
-    u8 = np.ascontiguousarray((m * 255).astype(np.uint8))  # wsolevaluation's uint8 map
+    u8 = normalized_uint8(np.ascontiguousarray(m, dtype=np.float64))  # wsolevaluation's uint8 map
     lv, box, v1 = compiled_map_boxes(u8, used)
-    top = int(u8.max())
-    r1, r2 = level_ious(lv, box, v1, top, np.ascontiguousarray(gt, dtype=np.float64))
+    r1, r2 = level_ious(lv, box, v1, int(u8.max()), np.ascontiguousarray(gt, dtype=np.float64))
     r1[~used] = -1.0
     return r1, r2

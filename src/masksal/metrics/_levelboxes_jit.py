@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import numpy as np
 from numba import njit
-from numba.types import Array, Tuple, boolean, float64, int32, int64, uint8  # type: ignore[attr-defined]
+from numba.types import Array, Tuple, boolean, int32, int64, uint8  # type: ignore[attr-defined]
 
 from masksal.metrics._levelboxes import neighbour_tables
 
@@ -44,7 +44,6 @@ _GROW = 1024  # initial room for the boxes of one map (doubled when full)
 # cache when this module is imported.
 _I32, _I32_2D, _I64, _U8, _BOOL = Array(int32, 1, "C"), Array(int32, 2, "C"), \
     Array(int64, 1, "C"), Array(uint8, 1, "C"), Array(boolean, 1, "C")
-_F64, _F64_2D = Array(float64, 1, "C"), Array(float64, 2, "C")
 _BUFFERS = Tuple((_I32, _I32_2D))
 _SWEPT = Tuple((_I32, _I32_2D, int64))
 
@@ -420,35 +419,3 @@ def filled_v1_boxes(gamma: np.ndarray, levels: np.ndarray, v1_box: np.ndarray) -
     _component_sweep(order, start, h, w, top, levels, False, out_level, out_box, 0, v1_box,
                      np.zeros(NUM_LEVELS, np.int64))
     return v1_box
-
-
-@njit(float64(_I32_2D, int64, _F64_2D), cache=True, nogil=True, inline="always")
-def _best_iou(box: np.ndarray, i: int, gt: np.ndarray) -> float:
-    """The largest IoU of ``box[i]`` with a ground-truth box: the same float64 operations, in
-    the same order, as :func:`masksal.metrics.boxes.box_iou` (so the same bits)."""
-    a0, a1, a2, a3 = float(box[i, 0]), float(box[i, 1]), float(box[i, 2]), float(box[i, 3])
-    area_a = (a2 - a0 + 1) * (a3 - a1 + 1)
-    best = 0.0
-    for k in range(gt.shape[0]):
-        iw = max(0.0, min(a2, gt[k, 2]) - max(a0, gt[k, 0]) + 1)
-        ih = max(0.0, min(a3, gt[k, 3]) - max(a1, gt[k, 1]) + 1)
-        inter = iw * ih
-        union = area_a + (gt[k, 2] - gt[k, 0] + 1) * (gt[k, 3] - gt[k, 1] + 1) - inter
-        iou = inter / union if union > 0 else 0.0
-        best = max(best, iou)
-    return best
-
-
-@njit(Tuple((_F64, _F64))(_I32, _I32_2D, _I32_2D, int64, _F64_2D), cache=True, nogil=True)
-def level_ious(level: np.ndarray, box: np.ndarray, v1_box: np.ndarray, top: int,
-               gt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Best IoU with the ground truth ``gt`` (``(K >= 1, 4)`` float64 inclusive boxes) at each
-    level below ``top``: of the largest contour's box (v1) and of any contour's box (v2),
-    ``(256,)`` float64 each, -1 at levels ``>= top`` (no contour)."""
-    v1 = np.full(NUM_LEVELS, -1.0)
-    v2 = np.full(NUM_LEVELS, -1.0)
-    for i in range(level.size):
-        v2[level[i]] = max(v2[level[i]], _best_iou(box, i, gt))
-    for lv in range(top):
-        v1[lv] = _best_iou(v1_box, lv, gt)
-    return v1, v2

@@ -142,7 +142,9 @@ class MaxBoxAccuracy(Metric):
 
     def update(self, maps: Tensor, batch: Batch) -> None:
         """Accumulate a batch (see the class docstring for shapes)."""
-        arr = minmax_normalize(check_maps(maps, batch, nan=self.nan_maps, metric=self.name))
+        arr = check_maps(maps, batch, nan=self.nan_maps, metric=self.name)
+        if self.backend == "numpy":  # the compiled path normalizes each map itself (same bits)
+            arr = minmax_normalize(arr)
         gts = check_boxes(batch, self.name)
         deltas = np.asarray(self.iou_thresholds)[:, None]
         used = self._used_levels
@@ -169,7 +171,8 @@ class MaxBoxAccuracy(Metric):
         return v1[0], v2[0]
 
     def _best_iou_per_level_batch(self, maps: np.ndarray, gts: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        """:meth:`_best_iou_per_level` for ``(B, H, W)`` maps, ``(B, 256)`` arrays each.
+        """:meth:`_best_iou_per_level` for ``(B, H, W)`` maps, ``(B, 256)`` arrays each (with the
+        numba backend, the maps may also be raw: each is min-max normalized on the way).
 
         All levels of all maps in one pass (:func:`masksal.metrics._levelboxes.contour_boxes` or,
         with numba, :func:`~masksal.metrics._levelboxes.compiled_level_ious`); the same numbers
@@ -185,18 +188,18 @@ class MaxBoxAccuracy(Metric):
             # Levels without foreground (at or above the map's largest uint8 value) have no
             # contour: the reference scores the fallback box [0, 0, 0, 0].
             v1[i, used] = v2[i, used] = float(box_iou(np.zeros((1, 4)), clipped[i]).max()) if inside.any() else 0.0
-        top = int(np.uint8(maps.max() * 255)) if maps.size else 0
-        levels = used[used < top]
-        if len(levels) == 0:
-            return v1, v2
         if self.backend == "numba":  # boxes and IoUs compiled, map by map
             use = np.zeros(NUM_LEVELS, dtype=bool)
-            use[levels] = True
+            use[used] = True
             for i, gt_c in enumerate(clipped):
                 if len(gt_c):
                     r1, r2 = compiled_level_ious(maps[i], gt_c, use)
                     has = r1 >= 0  # used levels with a contour
                     v1[i, has], v2[i, has] = r1[has], r2[has]
+            return v1, v2
+        top = int(np.uint8(maps.max() * 255)) if maps.size else 0
+        levels = used[used < top]
+        if len(levels) == 0:
             return v1, v2
         boxes = contour_boxes(maps, levels)
         bounds = np.searchsorted(boxes.v2_map, np.arange(nm + 1))
