@@ -108,22 +108,17 @@ def _present(label: np.ndarray, p: int, fw: int) -> int:
             | int(label[p + fw - 1] >= 0) << 6 | int(label[p - 1] >= 0) << 7)
 
 
-@njit(_BUFFERS(_I32, _I32_2D, int64, int64, int64, int64, int64, int64), cache=True, nogil=True)
-def _emit(out_level: np.ndarray, out_box: np.ndarray, n_out: int, level: int, a: int, b: int, c: int,
-          d: int) -> tuple[np.ndarray, np.ndarray]:
-    """Append one box, doubling the buffers when full (returns the possibly new buffers)."""
-    if n_out == out_level.size:
-        grown_level = np.empty(2 * n_out, np.int32)
-        grown_level[:n_out] = out_level
-        grown_box = np.empty((2 * n_out, 4), np.int32)
-        grown_box[:n_out] = out_box
-        out_level, out_box = grown_level, grown_box
-    out_level[n_out] = level
-    out_box[n_out, 0] = a
-    out_box[n_out, 1] = b
-    out_box[n_out, 2] = c
-    out_box[n_out, 3] = d
-    return out_level, out_box
+@njit(_BUFFERS(_I32, _I32_2D, int64, int64), cache=True, nogil=True)
+def _room(out_level: np.ndarray, out_box: np.ndarray, n_out: int, more: int) -> tuple[np.ndarray, np.ndarray]:
+    """Buffers with room for ``more`` boxes after the first ``n_out`` (doubled as needed)."""
+    if n_out + more <= out_level.size:
+        return out_level, out_box
+    size = max(2 * out_level.size, n_out + more)
+    grown_level = np.empty(size, np.int32)
+    grown_level[:n_out] = out_level[:n_out]
+    grown_box = np.empty((size, 4), np.int32)
+    grown_box[:n_out] = out_box[:n_out]
+    return grown_level, grown_box
 
 
 @njit(_I64(int64), cache=True, nogil=True)
@@ -214,11 +209,16 @@ def _hole_sweep(order: np.ndarray, start: np.ndarray, u: np.ndarray, h: int, w: 
             size[c] += 1
             label[p] = c
         n_holes[level] = nlive
-        if used[level]:
+        if used[level] and nlive:
+            if n_out + nlive > out_level.size:
+                out_level, out_box = _room(out_level, out_box, n_out, nlive)
             for j in range(nlive):
                 c = live[j]
-                out_level, out_box = _emit(out_level, out_box, n_out, level, x0[c] - 1, y0[c] - 1,
-                                           min(x1[c] + 2, w - 1), min(y1[c] + 2, h - 1))
+                out_level[n_out] = level
+                out_box[n_out, 0] = x0[c] - 1
+                out_box[n_out, 1] = y0[c] - 1
+                out_box[n_out, 2] = min(x1[c] + 2, w - 1)
+                out_box[n_out, 3] = min(y1[c] + 2, h - 1)
                 n_out += 1
     # A component's pixels join the outside when the chain of merges from it reaches component 0:
     # at the level of the last merge on the chain (memoized in `joined`; top if it never does).
@@ -319,10 +319,15 @@ def _component_sweep(order: np.ndarray, start: np.ndarray, h: int, w: int, top: 
             label[p] = c
         if used[level]:
             if emit_all:
+                if n_out + nlive > out_level.size:
+                    out_level, out_box = _room(out_level, out_box, n_out, nlive)
                 for j in range(nlive):
                     c = live[j]
-                    out_level, out_box = _emit(out_level, out_box, n_out, level, x0[c], y0[c],
-                                               min(x1[c] + 1, w - 1), min(y1[c] + 1, h - 1))
+                    out_level[n_out] = level
+                    out_box[n_out, 0] = x0[c]
+                    out_box[n_out, 1] = y0[c]
+                    out_box[n_out, 2] = min(x1[c] + 1, w - 1)
+                    out_box[n_out, 3] = min(y1[c] + 1, h - 1)
                     n_out += 1
             best = live[0]
             for j in range(1, nlive):
