@@ -18,6 +18,7 @@ import os
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
@@ -63,8 +64,7 @@ def main() -> None:
     if backend == "numba":
         from masksal.metrics._levelboxes import compiled_level_ious
 
-        compiled_level_ious(torch.rand(9, 9).double().numpy(), torch.tensor([[1.0, 1.0, 5.0, 5.0]]).double().numpy(),
-                            torch.ones(256, dtype=torch.bool).numpy())
+        compiled_level_ious(np.random.rand(1, 9, 9), [np.array([[1.0, 1.0, 5.0, 5.0]])], np.ones(256, dtype=bool))
     first_call_s = time.perf_counter() - t0
 
     t0 = time.perf_counter()

@@ -244,7 +244,7 @@ def numba_first_call() -> dict[str, float]:
     if not NUMBA_AVAILABLE:
         return {}
     call = ("from masksal.metrics._levelboxes import compiled_level_ious\n"
-            "compiled_level_ious(np.random.rand(9, 9), np.array([[1.0, 1.0, 5.0, 5.0]]), np.ones(256, bool))\n")
+            "compiled_level_ious(np.random.rand(1, 9, 9), [np.array([[1.0, 1.0, 5.0, 5.0]])], np.ones(256, bool))\n")
     probe = f"import time\nimport numpy as np\nt = time.perf_counter()\n{call}print(time.perf_counter() - t)\n"
     with tempfile.TemporaryDirectory() as cache:
         env = {**os.environ, "NUMBA_CACHE_DIR": cache}
@@ -253,7 +253,7 @@ def numba_first_call() -> dict[str, float]:
     t = time.perf_counter()
     from masksal.metrics._levelboxes import compiled_level_ious  # the same import and call, here
 
-    compiled_level_ious(np.random.rand(9, 9), np.array([[1.0, 1.0, 5.0, 5.0]]), np.ones(256, bool))
+    compiled_level_ious(np.random.rand(1, 9, 9), [np.array([[1.0, 1.0, 5.0, 5.0]])], np.ones(256, bool))
     return {"numba_first_call_seconds": time.perf_counter() - t, "numba_cold_compile_seconds": cold}
 
 

@@ -26,6 +26,7 @@ import cv2
 import numpy as np
 
 from masksal.metrics._levelsets import Hierarchy, Runs, component_sums, hierarchy, index_bits, level_runs
+from masksal.metrics.boxes import box_iou
 
 VALUE_BITS = 8  # uint8 levels
 NUM_LEVELS = 256
@@ -321,22 +322,35 @@ def compiled_map_boxes(u8: np.ndarray, used: np.ndarray, opencv_refill_max: int 
     return lv, box, v1
 
 
-def compiled_level_ious(m: np.ndarray, gt: np.ndarray, used: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Best IoU with the ground truth at every used level below the map's maximum, compiled.
+def compiled_level_ious(maps: np.ndarray, gts: list[np.ndarray], used: np.ndarray,
+                        opencv_refill_max: int = 16) -> tuple[np.ndarray, np.ndarray]:
+    """Best IoU with the ground truth at every used level below each map's maximum, compiled.
 
     Args:
-        m: ``(H, W)`` float64 map, raw or already min-max normalized (normalizing is then the
-            identity); a constant map or one with NaN is scored as all zeros, as wsolevaluation does.
-        gt: ``(K >= 1, 4)`` float64 inclusive boxes (clipped). used: ``(256,)`` bool, the levels.
+        maps: ``(B, H, W)`` float64 maps, raw or already min-max normalized (normalizing is then
+            the identity); a constant map or one with NaN is scored as all zeros, as
+            wsolevaluation does.
+        gts: per map, ``(K_i, 4)`` float64 inclusive boxes (clipped); a map without box is skipped.
+        used: ``(256,)`` bool, the levels. opencv_refill_max: see :func:`compiled_map_boxes`.
 
     Returns:
-        ``(v1 (256,), v2 (256,))`` float64: the best IoU of the largest contour's box and of any
-        contour's box; -1 at levels without contour (``>= max(uint8(m * 255))``) or unused.
+        ``(v1 (B, 256), v2 (B, 256))`` float64: the best IoU of the largest contour's box and
+        of any contour's box; -1 at levels without contour (``>= max(uint8(m * 255))``), unused
+        levels and maps without box.
     """
-    from masksal.metrics._levelious_jit import level_ious, normalized_uint8
+    from masksal.metrics._levelious_jit import batch_level_ious, normalized_uint8
 
-    u8 = normalized_uint8(np.ascontiguousarray(m, dtype=np.float64))  # wsolevaluation's uint8 map
-    lv, box, v1 = compiled_map_boxes(u8, used)
-    r1, r2 = level_ious(lv, box, v1, int(u8.max()), np.ascontiguousarray(gt, dtype=np.float64))
-    r1[~used] = -1.0
-    return r1, r2
+    maps = np.ascontiguousarray(maps, dtype=np.float64)
+    start = np.zeros(len(gts) + 1, dtype=np.int64)
+    start[1:] = np.cumsum([len(g) for g in gts])
+    flat = np.ascontiguousarray(np.concatenate([np.asarray(g, dtype=np.float64).reshape(-1, 4) for g in gts]))
+    v1, v2, pending = batch_level_ious(maps, flat, start, np.ascontiguousarray(used, dtype=bool), opencv_refill_max)
+    for i in np.flatnonzero(pending.any(axis=1)).tolist():  # largest contours from OpenCV
+        u8 = normalized_uint8(maps[i])
+        h, w = u8.shape
+        for level in np.flatnonzero(pending[i]).tolist():
+            found = cv2.findContours((u8 > level).view(np.uint8), cv2.RETR_TREE, cv2.CHAIN_APPROX_SIMPLE)[-2]
+            x, y, bw, bh = cv2.boundingRect(max(found, key=cv2.contourArea))
+            box = np.array([[x, y, min(x + bw, w - 1), min(y + bh, h - 1)]])
+            v1[i, level] = box_iou(box, flat[start[i]:start[i + 1]]).max()
+    return v1, v2

@@ -181,21 +181,22 @@ class MaxBoxAccuracy(Metric):
         nm, h, w = maps.shape
         used = self._used_levels
         v1, v2 = np.zeros((nm, NUM_LEVELS)), np.zeros((nm, NUM_LEVELS))
-        clipped = []
-        for i, gt in enumerate(gts):
-            gt_c, inside = clip_boxes(gt, h, w)
-            clipped.append(gt_c[inside])
-            # Levels without foreground (at or above the map's largest uint8 value) have no
-            # contour: the reference scores the fallback box [0, 0, 0, 0].
-            v1[i, used] = v2[i, used] = float(box_iou(np.zeros((1, 4)), clipped[i]).max()) if inside.any() else 0.0
-        if self.backend == "numba":  # boxes and IoUs compiled, map by map
+        # All maps' boxes clipped at once, then split by map (boxes off the image dropped).
+        gt_c, inside = clip_boxes(np.concatenate([np.asarray(g, dtype=np.float64).reshape(-1, 4) for g in gts]), h, w)
+        owner = np.repeat(np.arange(nm), [len(np.asarray(g).reshape(-1, 4)) for g in gts])[inside]
+        gt_c = gt_c[inside]
+        clipped = np.split(gt_c, np.cumsum(np.bincount(owner, minlength=nm))[:-1])
+        # Levels without foreground (at or above the map's largest uint8 value) have no
+        # contour: the reference scores the fallback box [0, 0, 0, 0] (IoU 0 without a box).
+        fallback = np.zeros(nm)
+        np.maximum.at(fallback, owner, box_iou(np.zeros((1, 4)), gt_c)[0])
+        v1[:, used] = v2[:, used] = fallback[:, None]
+        if self.backend == "numba":  # boxes and IoUs compiled, the whole batch in one call
             use = np.zeros(NUM_LEVELS, dtype=bool)
             use[used] = True
-            for i, gt_c in enumerate(clipped):
-                if len(gt_c):
-                    r1, r2 = compiled_level_ious(maps[i], gt_c, use)
-                    has = r1 >= 0  # used levels with a contour
-                    v1[i, has], v2[i, has] = r1[has], r2[has]
+            r1, r2 = compiled_level_ious(maps, clipped, use)
+            has = r1 >= 0  # used levels with a contour, of maps with a box
+            v1[has], v2[has] = r1[has], r2[has]
             return v1, v2
         top = int(np.uint8(maps.max() * 255)) if maps.size else 0
         levels = used[used < top]
