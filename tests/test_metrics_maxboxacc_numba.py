@@ -129,3 +129,10 @@ def test_map_of_ones_and_zeros_has_its_box_everywhere() -> None:
     assert (got.v1_box[0] == [5, 3, 17, 9]).all()
     assert cv2.boundingRect(cv2.findContours((m > 0).astype(np.uint8), cv2.RETR_TREE,
                                              cv2.CHAIN_APPROX_SIMPLE)[-2][0]) == (5, 3, 12, 6)
+
+
+@pytest.mark.parametrize("backend", ["numba", "numpy"])
+def test_an_empty_batch_adds_nothing(backend: str) -> None:
+    metric = MaxBoxAccuracy(backend=backend)  # type: ignore[arg-type]
+    metric.update(torch.zeros(0, 16, 16), Batch(torch.zeros(0, 3, 16, 16), torch.zeros(0, dtype=torch.long), []))
+    assert metric.num_images == 0 and not metric.state_dict()["hits_v2"].any()

@@ -151,7 +151,7 @@ class MaxBoxAccuracy(Metric):
         # Small maps go through the NumPy pass a few at a time (stacked, sharing the per-call
         # work); larger stacks cost more in per-level work than they save.
         chunk = max(1, min(5, (1 << 16) // max(1, arr.shape[1] * arr.shape[2]))) if self.backend == "numpy" \
-            else len(arr)
+            else max(1, len(arr))
         for s in range(0, len(arr), chunk):
             best_v1, best_v2 = self._best_iou_per_level_batch(arr[s:s + chunk], gts[s:s + chunk])
             self._state["hits_v1"][:, used] += ((best_v1[:, None, used] >= deltas[None]).sum(axis=0))
@@ -181,6 +181,8 @@ class MaxBoxAccuracy(Metric):
         nm, h, w = maps.shape
         used = self._used_levels
         v1, v2 = np.zeros((nm, NUM_LEVELS)), np.zeros((nm, NUM_LEVELS))
+        if nm == 0:
+            return v1, v2
         # All maps' boxes clipped at once, then split by map (boxes off the image dropped).
         gt_c, inside = clip_boxes(np.concatenate([np.asarray(g, dtype=np.float64).reshape(-1, 4) for g in gts]), h, w)
         owner = np.repeat(np.arange(nm), [len(np.asarray(g).reshape(-1, 4)) for g in gts])[inside]
