@@ -2,7 +2,7 @@
 
 The same boxes as :func:`masksal.metrics._levelboxes.contour_boxes` (see there for what
 ``cv2.findContours(RETR_TREE)`` reports at each level ``L`` of ``u > L``), computed by sweeping the
-pixels sorted by value once per family and keeping each component's box in a union-find:
+pixels, sorted by value once (a counting sort), and keeping each component's box in a union-find:
 
 1. *Holes*: ``L`` rises from 0; the pixels ``u == L`` join the background ``u <= L``
    (4-connected), whose component outside the image (a one-pixel frame) never is a hole. At
