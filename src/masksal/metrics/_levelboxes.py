@@ -22,11 +22,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 
 from masksal.metrics._levelsets import Hierarchy, Runs, component_sums, hierarchy, index_bits, level_runs
+from masksal.metrics.boxes import box_iou
 
 VALUE_BITS = 8  # uint8 levels
+NUM_LEVELS = 256
 
 
 @dataclass
@@ -209,3 +212,145 @@ def _largest(runs: Runs, rank: np.ndarray, area: np.ndarray, ho: Hierarchy, o: n
     # Per group: largest area, then largest first pixel (0 for untied runs), then first run.
     order = np.lexsort((-np.arange(len(area)), first, area, group))
     return order[np.flatnonzero(np.append(group[order][1:] != group[order][:-1], True))]
+
+
+# The 8 neighbours of a pixel around the ring (bit j of a neighbourhood mask):
+# 0 NW, 1 N, 2 NE, 3 E, 4 SE, 5 S, 6 SW, 7 W.
+_RING = ((-1, -1), (-1, 0), (-1, 1), (0, 1), (1, 1), (1, 0), (1, -1), (0, -1))
+
+
+def neighbour_tables() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per neighbourhood mask: the neighbours to look up, for 8- and 4-connectivity, and the area
+    a new pixel adds (8-connected foreground).
+
+    Returns ``(rep8 (256, 4), nrep8 (256,), rep4 (256, 4), nrep4 (256,), area2 (256,))`` int64:
+    ``rep8[m, :nrep8[m]]`` are ring positions, one per group of present neighbours that touch
+    (8-adjacent) each other; ``rep4`` likewise for 4-adjacency, listing only the 4-neighbours
+    (N, E, S, W), since a lone corner is not a 4-neighbour; ``area2[m]``: how many of the four
+    2 x 2 blocks around the pixel already have two or three of their other corners present.
+    Used by the compiled sweeps of :mod:`masksal.metrics._levelboxes_jit`.
+    """
+    rep8, nrep8 = np.zeros((256, 4), np.int64), np.zeros(256, np.int64)
+    rep4, nrep4 = np.zeros((256, 4), np.int64), np.zeros(256, np.int64)
+    area2 = np.zeros(256, np.int64)
+    blocks = ((0, 1, 7), (1, 2, 3), (3, 4, 5), (5, 6, 7))
+    for mask in range(256):
+        present = [j for j in range(8) if mask >> j & 1]
+        for conn, rep, nrep in ((8, rep8, nrep8), (4, rep4, nrep4)):
+            group = {j: j for j in present}
+
+            def root(j: int, group: dict[int, int] = group) -> int:
+                while group[j] != j:
+                    j = group[j]
+                return j
+
+            for a in present:
+                for b in present:
+                    dy, dx = abs(_RING[a][0] - _RING[b][0]), abs(_RING[a][1] - _RING[b][1])
+                    if max(dy, dx) == 1 and (conn == 8 or dy + dx == 1):
+                        group[root(a)] = root(b)
+            seen: set[int] = set()
+            for j in present:
+                if (conn == 8 or j % 2 == 1) and root(j) not in seen:
+                    seen.add(root(j))
+                    rep[mask, nrep[mask]] = j
+                    nrep[mask] += 1
+        area2[mask] = sum(sum(mask >> j & 1 for j in b) >= 2 for b in blocks)
+    return rep8, nrep8, rep4, nrep4, area2
+
+
+def compiled_contour_boxes(maps: np.ndarray, levels: np.ndarray, opencv_refill_max: int = 16) -> LevelBoxes:
+    """:func:`contour_boxes` computed by the numba sweeps of :mod:`masksal.metrics._levelboxes_jit`.
+
+    The same boxes, map by map (a compiled union-find sweep needs no stacking to share per-call
+    work). Needs numba (the ``fast`` extra); the first call in a process loads the compiled code
+    from numba's cache, or compiles it (tens of seconds) if there is none.
+
+    Args:
+        maps: ``(B, H, W)`` (or ``(H, W)``) float64 maps in [0, 1].
+        levels: sorted, distinct int64 levels in [0, 254].
+        opencv_refill_max: see :func:`compiled_map_boxes`.
+    """
+    if maps.ndim == 2:
+        maps = maps[None]
+    levels = np.asarray(levels, dtype=np.int64)
+    used = np.zeros(NUM_LEVELS, dtype=bool)
+    used[levels] = True
+    index = np.full(NUM_LEVELS, -1, dtype=np.int64)
+    index[levels] = np.arange(len(levels))
+    u8 = np.ascontiguousarray((maps * 255).astype(np.uint8))  # wsolevaluation's uint8 map
+    nm = len(u8)
+    v1_box = np.zeros((nm, len(levels), 4), dtype=np.int64)
+    has_fg = levels[None, :] < u8.reshape(nm, -1).max(axis=1, initial=0)[:, None]
+    v2_map, v2_level, v2_box = [], [], []
+    for i in range(nm):
+        lv, box, v1 = compiled_map_boxes(u8[i], used, opencv_refill_max)
+        v1_box[i] = v1[levels]
+        v2_map.append(np.full(len(lv), i, dtype=np.int64))
+        v2_level.append(index[lv])
+        v2_box.append(box.astype(np.int64))
+    return LevelBoxes(v2_map=np.concatenate(v2_map), v2_level=np.concatenate(v2_level),
+                      v2_box=np.concatenate(v2_box).reshape(-1, 4), v1_box=v1_box, has_fg=has_fg)
+
+
+def compiled_map_boxes(u8: np.ndarray, used: np.ndarray, opencv_refill_max: int = 16) -> tuple[np.ndarray, ...]:
+    """The contour boxes of one uint8 map at the used levels, by the compiled sweeps.
+
+    Args:
+        u8: ``(H, W)`` C-contiguous uint8 map. used: ``(256,)`` bool, the levels to report.
+        opencv_refill_max: the largest contour of a level where holes could change which
+            component is the largest needs the hole-filled components' areas: up to this many
+            such levels, it is read from ``cv2.findContours`` at those levels (exactly the
+            reference's procedure, about 30 us a level at 224 px); beyond, from a third compiled
+            sweep (about as long as the first two).
+
+    Returns:
+        ``(level (n,) int32, box (n, 4) int32, v1_box (256, 4) int32)``, as
+        :func:`masksal.metrics._levelboxes_jit.map_level_boxes` (v1 boxes final).
+    """
+    from masksal.metrics._levelboxes_jit import filled_v1_boxes, map_level_boxes
+
+    h, w = u8.shape
+    lv, box, v1, refill, gamma = map_level_boxes(u8, used)
+    redo = np.flatnonzero(refill)
+    if len(redo) > opencv_refill_max:
+        return lv, box, filled_v1_boxes(gamma.reshape(h, w), refill, v1)
+    for level in redo.tolist():
+        found = cv2.findContours((u8 > level).view(np.uint8), cv2.RETR_TREE, cv2.CHAIN_APPROX_SIMPLE)[-2]
+        x, y, bw, bh = cv2.boundingRect(max(found, key=cv2.contourArea))
+        v1[level] = (x, y, min(x + bw, w - 1), min(y + bh, h - 1))
+    return lv, box, v1
+
+
+def compiled_level_ious(maps: np.ndarray, gts: list[np.ndarray], used: np.ndarray,
+                        opencv_refill_max: int = 16) -> tuple[np.ndarray, np.ndarray]:
+    """Best IoU with the ground truth at every used level below each map's maximum, compiled.
+
+    Args:
+        maps: ``(B, H, W)`` float64 maps, raw or already min-max normalized (normalizing is then
+            the identity); a constant map or one with NaN is scored as all zeros, as
+            wsolevaluation does.
+        gts: per map, ``(K_i, 4)`` float64 inclusive boxes (clipped); a map without box is skipped.
+        used: ``(256,)`` bool, the levels. opencv_refill_max: see :func:`compiled_map_boxes`.
+
+    Returns:
+        ``(v1 (B, 256), v2 (B, 256))`` float64: the best IoU of the largest contour's box and
+        of any contour's box; -1 at levels without contour (``>= max(uint8(m * 255))``), unused
+        levels and maps without box.
+    """
+    from masksal.metrics._levelious_jit import batch_level_ious, normalized_uint8
+
+    maps = np.ascontiguousarray(maps, dtype=np.float64)
+    start = np.zeros(len(gts) + 1, dtype=np.int64)
+    start[1:] = np.cumsum([len(g) for g in gts])
+    flat = np.ascontiguousarray(np.concatenate([np.asarray(g, dtype=np.float64).reshape(-1, 4) for g in gts]))
+    v1, v2, pending = batch_level_ious(maps, flat, start, np.ascontiguousarray(used, dtype=bool), opencv_refill_max)
+    for i in np.flatnonzero(pending.any(axis=1)).tolist():  # largest contours from OpenCV
+        u8 = normalized_uint8(maps[i])
+        h, w = u8.shape
+        for level in np.flatnonzero(pending[i]).tolist():
+            found = cv2.findContours((u8 > level).view(np.uint8), cv2.RETR_TREE, cv2.CHAIN_APPROX_SIMPLE)[-2]
+            x, y, bw, bh = cv2.boundingRect(max(found, key=cv2.contourArea))
+            box = np.array([[x, y, min(x + bw, w - 1), min(y + bh, h - 1)]])
+            v1[i, level] = box_iou(box, flat[start[i]:start[i + 1]]).max()
+    return v1, v2

@@ -17,19 +17,27 @@ validation split and :meth:`MaxBoxAccuracy.compute_at` on the test split.
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Mapping, Sequence
+from typing import Literal
 
 import cv2
 import numpy as np
 import torch
 from torch import Tensor
 
-from masksal.metrics._levelboxes import contour_boxes
+from masksal.metrics._levelboxes import compiled_level_ious, contour_boxes
 from masksal.metrics.base import Metric, NanPolicy, check_boxes, check_maps, minmax_normalize, zeros
 from masksal.metrics.boxes import box_iou, clip_boxes
 from masksal.types import Batch
 
 NUM_LEVELS = 256
+
+BoxBackend = Literal["auto", "numba", "numpy"]
+#: Whether numba is importable (the ``fast`` extra): ``backend="auto"`` then uses the compiled
+#: sweeps of :mod:`masksal.metrics._levelboxes_jit`, else the vectorized NumPy pass. Both give
+#: the same boxes; numba is imported (and its cached code loaded) on the first update.
+NUMBA_AVAILABLE = importlib.util.find_spec("numba") is not None
 
 
 def _iou_key(delta: float) -> str:
@@ -75,6 +83,10 @@ class MaxBoxAccuracy(Metric):
         nan_maps: ``"raise"`` (default): a map with NaN raises ValueError; ``"zero"``: it is
             scored as an all-zero map (fallback box ``[0, 0, 0, 0]`` at every threshold), as the
             reference does. Infinite values always raise.
+        backend: how the boxes of all levels are found, with identical results: ``"numba"``
+            (compiled union-find sweeps; needs ``pip install 'masksal[fast]'``), ``"numpy"``
+            (vectorized pass), or ``"auto"`` (default: numba when importable, see
+            :data:`NUMBA_AVAILABLE`). The one in use is :attr:`backend` and shows in ``repr``.
 
     ``update(maps, batch)``: ``maps`` ``(B, H, W)`` float at the image resolution (resize CAMs
     first, e.g. with :func:`resize_maps`), ``batch.boxes`` one ``(K_i >= 1, 4)`` inclusive tensor
@@ -96,13 +108,18 @@ class MaxBoxAccuracy(Metric):
     name = "maxboxacc"
 
     def __init__(self, iou_thresholds: Sequence[float] = (0.3, 0.5, 0.7), threshold_step: float = 0.001,
-                 nan_maps: NanPolicy = "raise") -> None:
+                 nan_maps: NanPolicy = "raise", backend: BoxBackend = "auto") -> None:
         if not iou_thresholds or any(not 0.0 < float(d) <= 1.0 for d in iou_thresholds):
             raise ValueError(f"iou_thresholds must be a non-empty list of values in (0, 1], got {iou_thresholds}")
         if not 0.0 < threshold_step < 1.0:
             raise ValueError(f"threshold_step must lie in (0, 1), got {threshold_step}")
         if nan_maps not in ("raise", "zero"):
             raise ValueError(f"nan_maps must be 'raise' or 'zero', got {nan_maps!r}")
+        if backend not in ("auto", "numba", "numpy"):
+            raise ValueError(f"backend must be 'auto', 'numba' or 'numpy', got {backend!r}")
+        if backend == "numba" and not NUMBA_AVAILABLE:
+            raise ValueError("backend 'numba' needs numba: pip install 'masksal[fast]'")
+        self.backend: Literal["numba", "numpy"] = "numpy" if backend == "numpy" or not NUMBA_AVAILABLE else "numba"
         self.iou_thresholds = tuple(float(d) for d in iou_thresholds)
         self.threshold_step = float(threshold_step)
         self.nan_maps: NanPolicy = nan_maps
@@ -116,19 +133,25 @@ class MaxBoxAccuracy(Metric):
     def _config(self) -> tuple[object, ...]:
         return (self.iou_thresholds, self.threshold_step, self.nan_maps)
 
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(images={self.num_images}, backend={self.backend!r})"
+
     def _empty_state(self) -> dict[str, np.ndarray]:
         nd = len(self.iou_thresholds)
         return {"count": zeros(), "hits_v1": np.zeros((nd, NUM_LEVELS)), "hits_v2": np.zeros((nd, NUM_LEVELS))}
 
     def update(self, maps: Tensor, batch: Batch) -> None:
         """Accumulate a batch (see the class docstring for shapes)."""
-        arr = minmax_normalize(check_maps(maps, batch, nan=self.nan_maps, metric=self.name))
+        arr = check_maps(maps, batch, nan=self.nan_maps, metric=self.name)
+        if self.backend == "numpy":  # the compiled path normalizes each map itself (same bits)
+            arr = minmax_normalize(arr)
         gts = check_boxes(batch, self.name)
         deltas = np.asarray(self.iou_thresholds)[:, None]
         used = self._used_levels
-        # Small maps go through one pass a few at a time (stacked, sharing the per-call work);
-        # larger stacks cost more in per-level work than they save.
-        chunk = max(1, min(5, (1 << 16) // max(1, arr.shape[1] * arr.shape[2])))
+        # Small maps go through the NumPy pass a few at a time (stacked, sharing the per-call
+        # work); larger stacks cost more in per-level work than they save.
+        chunk = max(1, min(5, (1 << 16) // max(1, arr.shape[1] * arr.shape[2]))) if self.backend == "numpy" \
+            else max(1, len(arr))
         for s in range(0, len(arr), chunk):
             best_v1, best_v2 = self._best_iou_per_level_batch(arr[s:s + chunk], gts[s:s + chunk])
             self._state["hits_v1"][:, used] += ((best_v1[:, None, used] >= deltas[None]).sum(axis=0))
@@ -148,21 +171,35 @@ class MaxBoxAccuracy(Metric):
         return v1[0], v2[0]
 
     def _best_iou_per_level_batch(self, maps: np.ndarray, gts: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        """:meth:`_best_iou_per_level` for ``(B, H, W)`` maps, ``(B, 256)`` arrays each.
+        """:meth:`_best_iou_per_level` for ``(B, H, W)`` maps, ``(B, 256)`` arrays each (with the
+        numba backend, the maps may also be raw: each is min-max normalized on the way).
 
-        All levels of all maps in one pass (:func:`masksal.metrics._levelboxes.contour_boxes`);
-        the same numbers as one ``cv2.findContours`` per level (:func:`_best_iou_per_level_opencv`).
+        All levels of all maps in one pass (:func:`masksal.metrics._levelboxes.contour_boxes` or,
+        with numba, :func:`~masksal.metrics._levelboxes.compiled_level_ious`); the same numbers
+        as one ``cv2.findContours`` per level (:func:`_best_iou_per_level_opencv`).
         """
         nm, h, w = maps.shape
         used = self._used_levels
         v1, v2 = np.zeros((nm, NUM_LEVELS)), np.zeros((nm, NUM_LEVELS))
-        clipped = []
-        for i, gt in enumerate(gts):
-            gt_c, inside = clip_boxes(gt, h, w)
-            clipped.append(gt_c[inside])
-            # Levels without foreground (at or above the map's largest uint8 value) have no
-            # contour: the reference scores the fallback box [0, 0, 0, 0].
-            v1[i, used] = v2[i, used] = float(box_iou(np.zeros((1, 4)), clipped[i]).max()) if inside.any() else 0.0
+        if nm == 0:
+            return v1, v2
+        # All maps' boxes clipped at once, then split by map (boxes off the image dropped).
+        gt_c, inside = clip_boxes(np.concatenate([np.asarray(g, dtype=np.float64).reshape(-1, 4) for g in gts]), h, w)
+        owner = np.repeat(np.arange(nm), [len(np.asarray(g).reshape(-1, 4)) for g in gts])[inside]
+        gt_c = gt_c[inside]
+        clipped = np.split(gt_c, np.cumsum(np.bincount(owner, minlength=nm))[:-1])
+        # Levels without foreground (at or above the map's largest uint8 value) have no
+        # contour: the reference scores the fallback box [0, 0, 0, 0] (IoU 0 without a box).
+        fallback = np.zeros(nm)
+        np.maximum.at(fallback, owner, box_iou(np.zeros((1, 4)), gt_c)[0])
+        v1[:, used] = v2[:, used] = fallback[:, None]
+        if self.backend == "numba":  # boxes and IoUs compiled, the whole batch in one call
+            use = np.zeros(NUM_LEVELS, dtype=bool)
+            use[used] = True
+            r1, r2 = compiled_level_ious(maps, clipped, use)
+            has = r1 >= 0  # used levels with a contour, of maps with a box
+            v1[has], v2[has] = r1[has], r2[has]
+            return v1, v2
         top = int(np.uint8(maps.max() * 255)) if maps.size else 0
         levels = used[used < top]
         if len(levels) == 0:

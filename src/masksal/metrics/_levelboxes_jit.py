@@ -1,0 +1,426 @@
+"""Compiled (numba) contour boxes of every level of a uint8 map: three union-find sweeps.
+
+The same boxes as :func:`masksal.metrics._levelboxes.contour_boxes` (see there for what
+``cv2.findContours(RETR_TREE)`` reports at each level ``L`` of ``u > L``), computed by sweeping the
+pixels, sorted by value once (a counting sort), and keeping each component's box in a union-find:
+
+1. *Holes*: ``L`` rises from 0; the pixels ``u == L`` join the background ``u <= L``
+   (4-connected), whose component outside the image (a one-pixel frame) never is a hole. At
+   every level the other components are the holes. When a component joins the outside, each of
+   its pixels records the level, ``gamma``: from then on the pixel is outside every filled
+   component.
+2. *Components*: ``L`` falls from ``max(u) - 1``; the pixels ``u == L + 1`` join the foreground
+   (8-connected); at every level each component gives a box.
+3. *Largest contour* (v1): sweep 2 keeps twice the polygon area of each component (``2 n4 +
+   n3``: 2 x 2 pixel blocks with four or three corners in it, counted as each pixel arrives) and
+   its first pixel in raster order (OpenCV's tie-break). OpenCV compares the areas of the
+   components with their holes filled, so at a level with holes where another component's box
+   could hold the best area, the components of the hole-filled foreground ``gamma > L`` decide:
+   swept the same way (:func:`filled_v1_boxes`), or read from OpenCV at those few levels.
+
+Present neighbours (labelled pixels) that touch each other are already in one component, so a
+new pixel looks up (``find``) one neighbour per group of touching neighbours (a table over the
+256 neighbourhoods), usually one; the grid has a one-pixel frame so that no neighbour needs a
+bounds check.
+
+Written by hand because neither OpenCV nor scikit-image offers a component tree with per-node
+boxes, and a compiled sweep is what makes all 255 levels cost about one pass over the pixels. The
+module imports numba at the top: it is loaded only when MaxBoxAcc first needs it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+from numba.types import Array, Tuple, boolean, int32, int64, uint8  # type: ignore[attr-defined]
+
+from masksal.metrics._levelboxes import neighbour_tables
+
+NUM_LEVELS = 256
+_GROW = 1024  # initial room for the boxes of one map (doubled when full)
+
+# Explicit signatures: one compiled version of each function (numba would otherwise compile extra
+# ones for literal arguments and for each mix of integer types), compiled or loaded from the
+# cache when this module is imported.
+_I32, _I32_2D, _I64, _U8, _BOOL = Array(int32, 1, "C"), Array(int32, 2, "C"), \
+    Array(int64, 1, "C"), Array(uint8, 1, "C"), Array(boolean, 1, "C")
+_BUFFERS = Tuple((_I32, _I32_2D))
+_SWEPT = Tuple((_I32, _I32_2D, int64))
+
+_REP8, _NREP8, _REP4, _NREP4, _AREA2 = neighbour_tables()
+
+
+@njit(int64(_I32, int64), cache=True, nogil=True, inline="always")
+def _find(parent: np.ndarray, i: int) -> int:
+    """Root of ``i``, halving the path on the way."""
+    while parent[i] != i:
+        parent[i] = parent[parent[i]]
+        i = parent[i]
+    return i
+
+
+@njit(Tuple((_I32, _I64))(_U8, int64, int64), cache=True, nogil=True)
+def _sorted_pixels(vals: np.ndarray, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+    """Pixels grouped by value (a counting sort; raster order within a value).
+
+    Args:
+        vals: ``(h * w,)`` uint8 image (raster order).
+
+    Returns:
+        ``(order, start)``: ``order[start[v]:start[v + 1]]`` are the pixels of value ``v``, each
+        as ``y << 16 | x``.
+    """
+    start = np.zeros(NUM_LEVELS + 1, np.int64)
+    for i in range(h * w):
+        start[vals[i] + 1] += 1
+    for v in range(NUM_LEVELS):
+        start[v + 1] += start[v]
+    fill = start[:NUM_LEVELS].copy()
+    order = np.empty(h * w, np.int32)
+    for y in range(h):
+        for x in range(w):
+            v = vals[y * w + x]
+            order[fill[v]] = y << 16 | x
+            fill[v] += 1
+    return order, start
+
+
+@njit(_I32(int64, int64, int64), cache=True, nogil=True)
+def _labels(h: int, w: int, frame: int) -> np.ndarray:
+    """Pixel labels on the framed ``(h + 2) x (w + 2)`` grid (flat): -1 (not present yet) inside,
+    ``frame`` on the one-pixel frame."""
+    fw = w + 2
+    size_f = (h + 2) * fw
+    label = np.full(size_f, -1, np.int32)
+    label[:fw] = frame
+    label[size_f - fw:] = frame
+    for y in range(1, h + 1):
+        label[y * fw] = frame
+        label[y * fw + w + 1] = frame
+    return label
+
+
+@njit(int64(_I32, int64, int64), cache=True, nogil=True, inline="always")
+def _present(label: np.ndarray, p: int, fw: int) -> int:
+    """Ring mask of the neighbours of ``p`` already present (labelled)."""
+    return (int(label[p - fw - 1] >= 0) | int(label[p - fw] >= 0) << 1 | int(label[p - fw + 1] >= 0) << 2
+            | int(label[p + 1] >= 0) << 3 | int(label[p + fw + 1] >= 0) << 4 | int(label[p + fw] >= 0) << 5
+            | int(label[p + fw - 1] >= 0) << 6 | int(label[p - 1] >= 0) << 7)
+
+
+@njit(_BUFFERS(_I32, _I32_2D, int64, int64), cache=True, nogil=True)
+def _room(out_level: np.ndarray, out_box: np.ndarray, n_out: int, more: int) -> tuple[np.ndarray, np.ndarray]:
+    """Buffers with room for ``more`` boxes after the first ``n_out`` (doubled as needed)."""
+    if n_out + more <= out_level.size:
+        return out_level, out_box
+    size = max(2 * out_level.size, n_out + more)
+    grown_level = np.empty(size, np.int32)
+    grown_level[:n_out] = out_level[:n_out]
+    grown_box = np.empty((size, 4), np.int32)
+    grown_box[:n_out] = out_box[:n_out]
+    return grown_level, grown_box
+
+
+@njit(_I64(int64), cache=True, nogil=True)
+def _ring_offsets(fw: int) -> np.ndarray:
+    """Flat offsets of the 8 ring neighbours on a grid of row length ``fw``."""
+    offs = np.empty(8, np.int64)
+    for j in range(8):
+        offs[j] = (1 if j in (4, 5, 6) else -1 if j in (0, 1, 2) else 0) * fw + \
+            (1 if j in (2, 3, 4) else -1 if j in (0, 6, 7) else 0)
+    return offs
+
+
+@njit(_SWEPT(_I32, _I64, _U8, int64, int64, int64, _BOOL, _I32, _I32_2D, int64, _U8, _I64), cache=True, nogil=True)
+def _hole_sweep(order: np.ndarray, start: np.ndarray, u: np.ndarray, h: int, w: int, top: int, used: np.ndarray,
+                out_level: np.ndarray, out_box: np.ndarray, n_out: int, gamma: np.ndarray,
+                n_holes: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+    """Sweep 1: hole contours of the levels ``L < top`` (boxes grown by one pixel, then clipped
+    like wsolevaluation's), their number per level (``n_holes``), and ``gamma`` (``(h * w,)``:
+    the level each pixel joins the outside, ``top`` if not below it).
+
+    Pixels carry the label of a component (``label``, on the framed grid); components form a
+    union-find of their own (``parent``), compact where pixels are many. Component 0 is the
+    outside: the frame's, never a hole, never merged into another.
+    """
+    fw = w + 2
+    label = _labels(h, w, 0)  # pixels at the map's maximum stay -1: never background
+    n = h * w + 1
+    parent = np.empty(n, np.int32)
+    size = np.empty(n, np.int32)
+    x0 = np.empty(n, np.int32)
+    y0 = np.empty(n, np.int32)
+    x1 = np.empty(n, np.int32)
+    y1 = np.empty(n, np.int32)
+    into = np.empty(n, np.int32)  # the component each one was merged into (-1: none yet), never compressed
+    when = np.empty(n, np.int32)  # the level it was
+    live = np.empty(n, np.int32)  # the components not joined to the outside
+    where = np.empty(n, np.int32)
+    parent[0] = 0
+    into[0] = -1
+    ncomp, nlive = 1, 0
+    offs = _ring_offsets(fw)
+    for level in range(top):
+        for k in range(start[level], start[level + 1]):
+            e = order[k]
+            y = e >> 16
+            x = e & 0xFFFF
+            p = (y + 1) * fw + x + 1
+            mask = _present(label, p, fw)
+            nrep = _NREP4[mask]
+            if nrep == 0:  # a new component
+                c = ncomp
+                ncomp += 1
+                parent[c] = c
+                size[c] = 0
+                x0[c] = x1[c] = x
+                y0[c] = y1[c] = y
+                into[c] = -1
+                where[c] = nlive
+                live[nlive] = c
+                nlive += 1
+            else:
+                c = _find(parent, label[p + offs[_REP4[mask, 0]]])
+                for t in range(1, nrep):
+                    d = _find(parent, label[p + offs[_REP4[mask, t]]])
+                    if d == c:
+                        continue
+                    if d == 0 or (c != 0 and size[d] > size[c]):
+                        c, d = d, c
+                    # d is merged into c (the outside never is merged into another)
+                    parent[d] = c
+                    into[d] = c
+                    when[d] = level
+                    size[c] += size[d]
+                    if c != 0:
+                        x0[c] = min(x0[c], x0[d])
+                        y0[c] = min(y0[c], y0[d])
+                        x1[c] = max(x1[c], x1[d])
+                        y1[c] = max(y1[c], y1[d])
+                    last = live[nlive - 1]
+                    live[where[d]] = last
+                    where[last] = where[d]
+                    nlive -= 1
+                if c != 0:
+                    x0[c] = min(x0[c], x)
+                    y0[c] = min(y0[c], y)
+                    x1[c] = max(x1[c], x)
+                    y1[c] = max(y1[c], y)
+            size[c] += 1
+            label[p] = c
+        n_holes[level] = nlive
+        if used[level] and nlive:
+            if n_out + nlive > out_level.size:
+                out_level, out_box = _room(out_level, out_box, n_out, nlive)
+            for j in range(nlive):
+                c = live[j]
+                out_level[n_out] = level
+                out_box[n_out, 0] = x0[c] - 1
+                out_box[n_out, 1] = y0[c] - 1
+                out_box[n_out, 2] = min(x1[c] + 2, w - 1)
+                out_box[n_out, 3] = min(y1[c] + 2, h - 1)
+                n_out += 1
+    # A component's pixels join the outside when the chain of merges from it reaches component 0:
+    # at the level of the last merge on the chain (memoized in `joined`; top if it never does).
+    joined = np.full(ncomp, -1, np.int64)
+    for c in range(1, ncomp):
+        d = c
+        while joined[d] == -1 and into[d] > 0:
+            d = into[d]
+        value = joined[d] if joined[d] >= 0 else (when[d] if into[d] == 0 else top)
+        d = c
+        while joined[d] == -1:
+            joined[d] = value
+            if into[d] <= 0:
+                break
+            d = into[d]
+    for y in range(h):
+        for x in range(w):
+            c = label[(y + 1) * fw + x + 1]
+            gamma[y * w + x] = u[y * w + x] if c == 0 else (joined[c] if c > 0 else top)
+    return out_level, out_box, n_out
+
+
+@njit(_SWEPT(_I32, _I64, int64, int64, int64, _BOOL, boolean, _I32, _I32_2D, int64, _I32_2D, _I64),
+      cache=True, nogil=True)
+def _component_sweep(order: np.ndarray, start: np.ndarray, h: int, w: int, top: int, used: np.ndarray,
+                     emit_all: bool, out_level: np.ndarray, out_box: np.ndarray, n_out: int, v1_box: np.ndarray,
+                     unsure: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+    """Sweeps 2 and 3: 8-connected components of ``vals > L`` for the levels ``L < top``, the
+    pixels of value ``v`` being ``order[start[v]:start[v + 1]]`` (:func:`_sorted_pixels`).
+
+    At every used level: with ``emit_all``, append every component's contour box; write the
+    box of the component of largest polygon area (ties: first pixel last in raster order) to
+    ``v1_box[L]``, and mark ``unsure[L]`` unless it would stay the largest with holes filled
+    (see below). Pixels carry component labels as in :func:`_hole_sweep`.
+    """
+    fw = w + 2
+    label = _labels(h, w, -1)
+    n = h * w
+    parent = np.empty(n, np.int32)
+    size = np.empty(n, np.int32)
+    x0 = np.empty(n, np.int32)
+    y0 = np.empty(n, np.int32)
+    x1 = np.empty(n, np.int32)
+    y1 = np.empty(n, np.int32)
+    area = np.empty(n, np.int64)  # twice the polygon area
+    first = np.empty(n, np.int64)  # first pixel in raster order
+    live = np.empty(n, np.int32)
+    where = np.empty(n, np.int32)
+    ncomp, nlive = 0, 0
+    offs = _ring_offsets(fw)
+    for level in range(top - 1, -1, -1):
+        for k in range(start[level + 1], start[level + 2]):
+            e = order[k]
+            y = e >> 16
+            x = e & 0xFFFF
+            p = (y + 1) * fw + x + 1
+            mask = _present(label, p, fw)
+            nrep = _NREP8[mask]
+            if nrep == 0:  # a new component
+                c = ncomp
+                ncomp += 1
+                parent[c] = c
+                size[c] = 0
+                x0[c] = x1[c] = x
+                y0[c] = y1[c] = y
+                area[c] = 0
+                first[c] = y * w + x
+                where[c] = nlive
+                live[nlive] = c
+                nlive += 1
+            else:
+                c = _find(parent, label[p + offs[_REP8[mask, 0]]])
+                for t in range(1, nrep):
+                    d = _find(parent, label[p + offs[_REP8[mask, t]]])
+                    if d == c:
+                        continue
+                    if size[d] > size[c]:
+                        c, d = d, c
+                    parent[d] = c
+                    size[c] += size[d]
+                    x0[c] = min(x0[c], x0[d])
+                    y0[c] = min(y0[c], y0[d])
+                    x1[c] = max(x1[c], x1[d])
+                    y1[c] = max(y1[c], y1[d])
+                    area[c] += area[d]
+                    first[c] = min(first[c], first[d])
+                    last = live[nlive - 1]
+                    live[where[d]] = last
+                    where[last] = where[d]
+                    nlive -= 1
+                x0[c] = min(x0[c], x)
+                y0[c] = min(y0[c], y)
+                x1[c] = max(x1[c], x)
+                y1[c] = max(y1[c], y)
+                first[c] = min(first[c], y * w + x)
+                area[c] += _AREA2[mask]
+            size[c] += 1
+            label[p] = c
+        if used[level]:
+            if emit_all:
+                if n_out + nlive > out_level.size:
+                    out_level, out_box = _room(out_level, out_box, n_out, nlive)
+                for j in range(nlive):
+                    c = live[j]
+                    out_level[n_out] = level
+                    out_box[n_out, 0] = x0[c]
+                    out_box[n_out, 1] = y0[c]
+                    out_box[n_out, 2] = min(x1[c] + 1, w - 1)
+                    out_box[n_out, 3] = min(y1[c] + 1, h - 1)
+                    n_out += 1
+            best = live[0]
+            for j in range(1, nlive):
+                c = live[j]
+                if area[c] > area[best] or (area[c] == area[best] and first[c] > first[best]):
+                    best = c
+            # Filling holes only adds area, and a component's contour encloses at most its box,
+            # (x1 - x0) (y1 - y0): if no other box can hold the best area, holes change nothing.
+            for j in range(nlive):
+                c = live[j]
+                if c != best and 2 * (x1[c] - x0[c]) * (y1[c] - y0[c]) >= area[best]:
+                    unsure[level] = 1
+                    break
+            v1_box[level, 0] = x0[best]
+            v1_box[level, 1] = y0[best]
+            v1_box[level, 2] = min(x1[best] + 1, w - 1)
+            v1_box[level, 3] = min(y1[best] + 1, h - 1)
+    return out_level, out_box, n_out
+
+
+@njit(Tuple((_I32, _I32_2D, _I32_2D, _BOOL, _U8))(Array(uint8, 2, "C"), _BOOL), cache=True, nogil=True)
+def map_level_boxes(u: np.ndarray, used: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray,
+                                                               np.ndarray]:
+    """Contour boxes of one uint8 map at every used level below its maximum (sweeps 1 and 2).
+
+    Args:
+        u: ``(H, W)`` uint8 map (C-contiguous, fewer than 2**15 pixels a side).
+        used: ``(256,)`` bool, the levels to report.
+
+    Returns:
+        ``(level (n,) int32, box (n, 4) int32, v1_box (256, 4) int32, refill (256,) bool,
+        gamma (H * W,) uint8)``: every contour's box (outer and hole) with its level, sorted by
+        level; the largest contour's box per level (rows of levels ``>= max(u)`` or unused are
+        0); the used levels where that box is not final, having holes that could make another
+        component the largest (see :func:`filled_v1_boxes`); and the hole-filled image. Boxes are
+        wsolevaluation's ``(x, y, x + w, y + h)``, right and bottom ends clipped to the image.
+    """
+    h, w = u.shape
+    flat = u.ravel()
+    v1_box = np.zeros((NUM_LEVELS, 4), np.int32)
+    refill = np.zeros(NUM_LEVELS, np.bool_)
+    out_level = np.empty(_GROW, np.int32)
+    out_box = np.empty((_GROW, 4), np.int32)
+    gamma = flat.copy()
+    top = 0
+    for i in range(flat.size):
+        top = max(top, int(flat[i]))
+    if top == 0:
+        return out_level[:0], out_box[:0], v1_box, refill, gamma
+    order, start = _sorted_pixels(flat, h, w)
+    n_holes = np.zeros(NUM_LEVELS, np.int64)
+    unsure = np.zeros(NUM_LEVELS, np.int64)
+    out_level, out_box, n_out = _hole_sweep(order, start, flat, h, w, top, used, out_level, out_box, 0, gamma,
+                                            n_holes)
+    out_level, out_box, n_out = _component_sweep(order, start, h, w, top, used, True, out_level, out_box, n_out,
+                                                 v1_box, unsure)
+    # Where a level has no hole, the filled components are the components; elsewhere, unless
+    # the largest one is sure to stay so, the areas of the hole-filled components decide.
+    for lv in range(top):
+        refill[lv] = used[lv] and n_holes[lv] > 0 and unsure[lv] > 0
+    # Group the boxes by level (counting sort; the sweeps emit holes rising, components falling).
+    count = np.zeros(NUM_LEVELS + 1, np.int64)
+    for i in range(n_out):
+        count[out_level[i] + 1] += 1
+    for v in range(NUM_LEVELS):
+        count[v + 1] += count[v]
+    level = np.empty(n_out, np.int32)
+    box = np.empty((n_out, 4), np.int32)
+    for i in range(n_out):
+        j = count[out_level[i]]
+        count[out_level[i]] += 1
+        level[j] = out_level[i]
+        box[j] = out_box[i]
+    return level, box, v1_box, refill, gamma
+
+
+@njit(_I32_2D(Array(uint8, 2, "C"), _BOOL, _I32_2D), cache=True, nogil=True)
+def filled_v1_boxes(gamma: np.ndarray, levels: np.ndarray, v1_box: np.ndarray) -> np.ndarray:
+    """Sweep 3: the largest contour's box at the marked levels, from the hole-filled image.
+
+    Args:
+        gamma: ``(H, W)`` uint8 hole-filled image of :func:`map_level_boxes`.
+        levels: ``(256,)`` bool, the levels to redo (``refill`` of :func:`map_level_boxes`).
+        v1_box: ``(256, 4)`` int32 boxes, overwritten at those levels.
+    """
+    h, w = gamma.shape
+    flat = gamma.ravel()
+    top = 0
+    for i in range(flat.size):
+        top = max(top, int(flat[i]))
+    order, start = _sorted_pixels(flat, h, w)
+    out_level = np.empty(1, np.int32)
+    out_box = np.empty((1, 4), np.int32)
+    _component_sweep(order, start, h, w, top, levels, False, out_level, out_box, 0, v1_box,
+                     np.zeros(NUM_LEVELS, np.int64))
+    return v1_box
