@@ -1,15 +1,16 @@
 """Speed of the masker against its classifier, measured side by side in one run.
 
-* explain: masker maps/s vs a plain classifier forward (images/s), same batch and size; with
+* explain: masker maps/s vs a plain classifier forward (images/s), same batch and size, and the
+  masker network alone on taps computed beforehand (what explain adds to the forward pass); with
   ``--rivals``, Grad-CAM (ours, the family's default layer) and, on a ViT, attention rollout and
   its gradient-weighted form, on the same model and batch;
 * training: masker steps/s (FIX and CA) vs classifier training steps/s, same batch and size.
 
 Any classifier ``create_classifier`` builds (``--arch``, ``--kwargs`` as YAML, ``--taps``), e.g. the
-small ViT of the README:
+small ViT of docs/backbones.md (configs/vit_tiny_benchmark.yaml):
 
-    python benchmarks/bench_masker.py --arch timm:vit_tiny_patch16_224 --rivals \\
-        --kwargs "{img_size: 64, patch_size: 8, embed_dim: 96, depth: 4, num_heads: 3, mlp_ratio: 2}"
+    python benchmarks/bench_masker.py --arch timm:vit_tiny_r_s16_p8_224 --rivals \\
+        --kwargs "{img_size: 64, patch_size: 2, embed_dim: 96, depth: 4, num_heads: 3, mlp_ratio: 2}"
 
 The explain rows are timed interleaved (one call of each per round, median over rounds), so a
 machine whose load changes during the run slows all of them alike. Random weights: speed does not
@@ -102,8 +103,16 @@ def main() -> None:
     def classify() -> None:
         clf.eval()(x)
 
+    with torch.no_grad():
+        _, feats = clf.eval().forward_with_taps(x)
+
+    @torch.no_grad()
+    def head() -> None:  # the masker's own share of explain: its network on taps already computed
+        net.mask(net(feats, (args.size, args.size), x))
+
     fns: dict[str, Callable[[], object]] = {"classifier forward": classify,
-                                            "masker explain": lambda: masker.explain(x)}
+                                            "masker explain": lambda: masker.explain(x),
+                                            "masker network alone (on the taps)": head}
     if args.rivals:
         cam = GradCAM(clf)
         fns[f"Grad-CAM ({cam.layer})"] = lambda: cam.explain(x)

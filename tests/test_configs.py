@@ -48,3 +48,23 @@ def test_config_loads_and_trains_two_steps(path, classifier_ckpt, tmp_path):
         assert masker.classifier.taps == list(full.classifier.taps)
     maps = masker.explain(torch.rand(2, 3, 32, 32))
     assert maps.shape == (2, 32, 32) and bool(((maps >= 0) & (maps <= 1)).all())
+
+
+def test_vit_config_trains_a_vit_whose_masker_reads_its_last_two_blocks(tmp_path):
+    """The shipped ViT recipe builds the timm hybrid ViT, trains it with AdamW, and its masker
+    takes the ViT family's default taps (the last two blocks, tokens laid on their grid)."""
+    path = CONFIGS / "vit_tiny_benchmark.yaml"
+    full = load_config(path)
+    assert full.classifier.arch.startswith("timm:vit") and full.classifier_train.optimizer == "adamw"
+    assert full.data.image_size == 64 and full.classifier.kwargs["img_size"] == 64
+    tiny = [o for o in TINY if not o.startswith("classifier.kwargs")]
+    tiny.append("classifier.kwargs={img_size: 32, patch_size: 2, embed_dim: 24, depth: 2, num_heads: 2, mlp_ratio: 2}")
+    train_classifier(load_config(path, tiny), tmp_path / "clf", progress=False)
+    res = train_masker(load_config(path, [*tiny, f"classifier.weights={tmp_path / 'clf'}"]), tmp_path / "m",
+                       progress=False)
+    assert res["steps"] == 2
+    masker = load_masker(tmp_path / "m")
+    assert type(masker.classifier.model).__name__ == "VisionTransformer"
+    assert masker.classifier.taps == ["blocks.0", "blocks.1"]
+    maps = masker.explain(torch.rand(2, 3, 32, 32))
+    assert maps.shape == (2, 32, 32) and bool(((maps >= 0) & (maps <= 1)).all())
