@@ -12,6 +12,15 @@ small ViT of docs/backbones.md (configs/vit_tiny_benchmark.yaml):
     python benchmarks/bench_masker.py --arch timm:vit_tiny_r_s16_p8_224 --rivals \\
         --kwargs "{img_size: 64, patch_size: 2, embed_dim: 96, depth: 4, num_heads: 3, mlp_ratio: 2}"
 
+``--variant`` (repeatable) times more masker architectures against the same classifier in the same
+run, each given as ``KEY=VALUE`` items separated by ``;`` (``decoder``, ``taps``, ``hidden``,
+``refine``), e.g. the decoders compared in docs/reproduce.md ("Choosing the decoder"):
+
+    python benchmarks/bench_masker.py --no-training \\
+        --variant "decoder=fpn;taps=layer2,layer3,layer4;hidden=32" --variant "refine=8"
+    python benchmarks/bench_masker.py --arch resnet50 --classes 1000 --size 224 --batch 8 --no-training \\
+        --variant "decoder=fpn;taps=layer2,layer3,layer4;hidden=32"
+
 The explain rows are timed interleaved (one call of each per round, median over rounds), so a
 machine whose load changes during the run slows all of them alike. Random weights: speed does not
 depend on training. Prints a table and writes JSON.
@@ -22,21 +31,23 @@ depend on training. Prints a table and writes JSON.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import platform
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 import yaml
 
-from masksal.classifiers import create_classifier
+from masksal.classifiers import Classifier, create_classifier
 from masksal.config import load_config
 from masksal.explainers import AttentionRollout, GradCAM, GradientRollout
 from masksal.explainers.rollout import attention_layers
-from masksal.masker import Masker, MaskerNet
+from masksal.masker import Masker, MaskerConfig, MaskerNet
 from masksal.training import MaskerTraining
 from masksal.types import Batch
 
@@ -67,6 +78,44 @@ def side_by_side(fns: dict[str, Callable[[], object]], repeats: int, warmup: int
     return {k: sorted(v)[len(v) // 2] for k, v in times.items()}
 
 
+VARIANT_KEYS = ("decoder", "taps", "hidden", "refine")
+
+
+def parse_variant(text: str) -> dict[str, Any]:
+    """``"decoder=fpn;taps=layer2,layer3;hidden=32;refine=8"`` as ``{key: value}`` (a one-line error
+    naming the option otherwise); keys left out keep the base masker's setting."""
+    out: dict[str, Any] = {}
+    for item in filter(None, (part.strip() for part in text.split(";"))):
+        key, eq, value = (s.strip() for s in item.partition("="))
+        if not eq or key not in VARIANT_KEYS or not value:
+            raise SystemExit(f"--variant {text!r}: expected KEY=VALUE items separated by ';', KEY one of "
+                             f"{', '.join(VARIANT_KEYS)}")
+        if key == "taps":
+            out[key] = [t.strip() for t in value.split(",") if t.strip()]
+        elif key in ("hidden", "refine"):
+            try:
+                out[key] = int(value)
+            except ValueError:
+                raise SystemExit(f"--variant {text!r}: {key} must be an integer, got {value!r}") from None
+        else:
+            out[key] = value
+    return out
+
+
+def build_masker(clf: Classifier, taps: list[str], size: int, cfg: MaskerConfig, dev: torch.device) -> Masker:
+    """A masker (random weights) reading ``taps`` of ``clf``'s network: a classifier of its own that
+    shares the network, so maskers with different taps can be timed against the same model."""
+    own = Classifier(clf.model, taps, clf.spec.mean, clf.spec.std, spec=copy.deepcopy(clf.spec),
+                     reshape=clf.reshape)
+    shapes = own.tap_shapes(size)
+    return Masker(own, MaskerNet({t: shapes[t][0] for t in taps}, cfg).to(dev)).eval()
+
+
+def variant_label(taps: list[str], cfg: MaskerConfig) -> str:
+    refine = f", refine {cfg.refine}" if cfg.refine else ""
+    return f"masker {cfg.decoder} {'+'.join(t.replace('layer', 'l') for t in taps)} h{cfg.hidden}{refine}"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--arch", default="small_resnet18",
@@ -79,6 +128,8 @@ def main() -> None:
     ap.add_argument("--width", type=int, default=16, help="small_resnet18's width (unless --kwargs sets it)")
     ap.add_argument("--repeats", type=int, default=20)
     ap.add_argument("--rivals", action="store_true", help="also time Grad-CAM and (on a ViT) rollout")
+    ap.add_argument("--variant", action="append", default=[],
+                    help="another masker timed in the same run: 'decoder=fpn;taps=layer2,layer3;hidden=32;refine=8'")
     ap.add_argument("--no-training", action="store_true", help="skip the training-step rows")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--out", default="runs/bench/masker.json")
@@ -113,6 +164,17 @@ def main() -> None:
     fns: dict[str, Callable[[], object]] = {"classifier forward": classify,
                                             "masker explain": lambda: masker.explain(x),
                                             "masker network alone (on the taps)": head}
+    variants: list[dict[str, Any]] = []
+    for text in args.variant:
+        v = {"decoder": "paper", "taps": list(clf.taps), "hidden": 64, "refine": 0, **parse_variant(text)}
+        try:
+            mcfg = MaskerConfig(hidden=v["hidden"], decoder=v["decoder"], refine=v["refine"])
+            other = build_masker(clf, v["taps"], args.size, mcfg, dev)
+        except (ValueError, KeyError) as e:
+            raise SystemExit(f"--variant {text!r}: {e}") from None
+        label = variant_label(v["taps"], mcfg)
+        variants.append({"label": label, **v})
+        fns[label] = lambda other=other: other.explain(x)
     if args.rivals:
         cam = GradCAM(clf)
         fns[f"Grad-CAM ({cam.layer})"] = lambda: cam.explain(x)
@@ -172,7 +234,7 @@ def main() -> None:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"device": device_name, "args": vars(args), "taps": clf.taps, "parameters": params,
-                               "rows": rows}, indent=2))
+                               "variants": variants, "rows": rows}, indent=2))
     print(f"wrote {out}")
 
 

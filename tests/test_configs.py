@@ -38,7 +38,7 @@ def test_there_is_one_config_per_ablation_row_and_a_final_one():
 @pytest.mark.parametrize("path", ALL, ids=[str(p.relative_to(CONFIGS)) for p in ALL])
 def test_config_loads_and_trains_two_steps(path, classifier_ckpt, tmp_path):
     full = load_config(path)
-    if path.stem in ROW_NAMES or path.name == "final.yaml":
+    if path.stem in ROW_NAMES or path.name in ("final.yaml", "paper.yaml"):
         assert full.data.image_size == 64 and full.masker_train.steps == 1300  # the calibrated 64 px recipe
     cfg = load_config(path, [*TINY, f"classifier.weights={classifier_ckpt}"])
     res = train_masker(cfg, tmp_path / "m", progress=False)
@@ -68,3 +68,23 @@ def test_vit_config_trains_a_vit_whose_masker_reads_its_last_two_blocks(tmp_path
     assert masker.classifier.taps == ["blocks.0", "blocks.1"]
     maps = masker.explain(torch.rand(2, 3, 32, 32))
     assert maps.shape == (2, 32, 32) and bool(((maps >= 0) & (maps <= 1)).all())
+
+
+def test_final_config_trains_the_demo_masker_and_paper_is_the_published_decoder():
+    from masksal.config import with_overrides
+    from masksal.demo import FULL, demo_config
+    from masksal.rundir import recipe
+
+    weights = ["classifier.weights=runs/demo/classifier"]
+    demo = with_overrides(demo_config(FULL, "ca", Path("runs/demo")), {"classifier.weights": "runs/demo/classifier"},
+                          "demo")
+    final = load_config(CONFIGS / "final.yaml", weights)
+    # docs/reproduce.md: `masksal train --config final --classifier runs/demo/classifier` is the demo's masker
+    assert recipe(final, "masker") == recipe(demo, "masker")
+    assert recipe(final, "classifier") == recipe(demo, "classifier")
+    paper = load_config(CONFIGS / "paper.yaml", weights)
+    assert paper.masker.decoder == "paper" and paper.masker.refine == 0 and paper.masker.hidden == 64
+    assert paper.classifier.taps == ["layer3", "layer4"]
+    p, f = recipe(paper, "masker"), recipe(final, "masker")
+    differing = {(sec, k) for sec in f for k in f[sec] if f[sec][k] != p[sec][k]}
+    assert differing <= {("classifier", "taps"), ("masker", "decoder"), ("masker", "hidden"), ("masker", "refine")}

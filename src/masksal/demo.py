@@ -40,9 +40,15 @@ class DemoPlan:
 FULL = DemoPlan(n_train=40000, n_test=2000, classifier_epochs=8, masker_steps=1300)
 QUICK = DemoPlan(n_train=12000, n_test=500, classifier_epochs=6, masker_steps=200)
 
+# The masker's decoder, chosen on the validation split against the paper's (layer3 + layer4,
+# concatenated): docs/reproduce.md, "Choosing the decoder". configs/final.yaml holds the same.
+DECODER: dict[str, Any] = {"classifier.taps": ["layer1", "layer2", "layer3", "layer4"], "masker.decoder": "fpn",
+                           "masker.hidden": 16}
+
 
 def demo_config(plan: DemoPlan, mode: str, out: Path) -> ExperimentConfig:
-    """The demo's experiment: the paper's final objectives, calibrated for 64 px images."""
+    """The demo's experiment: the paper's final objectives, calibrated for 64 px images, and the
+    masker's decoder :data:`DECODER`."""
     return with_overrides(ExperimentConfig(), {
         "name": "demo",
         "data.n_train": plan.n_train,
@@ -56,6 +62,7 @@ def demo_config(plan: DemoPlan, mode: str, out: Path) -> ExperimentConfig:
         # classifier trained alongside, 1.5 times the FIX weight, the paper's ratio (15 vs 10).
         "objectives.area_out_weight": 30 if mode == "fix" else 45,
         "objectives.tv_weight": 0.01,
+        **DECODER,
         **plan.overrides,
     }, "demo")
 

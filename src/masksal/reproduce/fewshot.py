@@ -2,7 +2,7 @@
 
 The paper trains its final masker on 1, 2, 5, 10, ... examples per class of ImageNet and finds
 that 10 per class costs only about 0.7 LE points against full data. Here the masker of
-``configs/final.yaml`` is trained with the same number of steps on the first K images of each
+``configs/paper.yaml`` is trained with the same number of steps on the first K images of each
 class of the benchmark's training split (the dataset is cycled through), for every K and for all
 images, and LE and PxAP on the test split are plotted against K next to the paper's points.
 """
@@ -64,7 +64,7 @@ def run_fewshot(out: str | Path = "runs/reproduce/fewshot", budget: Budget | Non
         budget: sizes (its ``fewshot_ks``; :data:`~masksal.reproduce.SMALL` by default).
         classifier: an existing classifier checkpoint (else the one next to ``out``, the
             ablation's, is reused or trained: ``out/../classifier``).
-        config: the experiment config (default ``configs/final.yaml``).
+        config: the experiment config (default ``configs/paper.yaml``).
         seeds: masker seeds per K (default: the budget's); the table shows mean ± std.
         steps: masker steps per run, overriding the budget's.
         overrides: ``section.key=value`` settings for every run and the classifier.
