@@ -100,6 +100,16 @@ def test_configurations_start_with_the_authors_and_respect_the_budget() -> None:
     assert configurations({}, {}, budget=4) == [{}]
     with pytest.raises(ValueError, match="budget"):
         configurations(grid, {}, budget=0)
+    # An authors' option given as a placeholder (Grad-CAM's layer=None, built as "layer4") is not
+    # tried again under its resolved value.
+    layers = {"layer": ["layer4", "layer3", "layer2"]}
+    assert configurations(layers, {"layer": None}, budget=6, resolved={"layer": "layer4"}) == \
+        [{}, {"layer": "layer3"}, {"layer": "layer2"}]
+
+
+def test_tune_does_not_repeat_the_authors_resolved_layer(classifier: Classifier) -> None:
+    res = tune("gradcam", classifier, loader(6), limit=6, progress=False, ci=0)
+    assert [t.spec for t in res.trials] == ["gradcam", "gradcam:layer=layer3", "gradcam:layer=layer2"]
 
 
 def test_grid_and_spec_text_round_trip() -> None:

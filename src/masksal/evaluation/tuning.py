@@ -94,7 +94,7 @@ def _defaults(method: str) -> dict[str, Any]:
 
 
 def configurations(grid: Mapping[str, Sequence[Any]], authors: Mapping[str, Any], budget: int,
-                   seed: int = 0) -> list[dict[str, Any]]:
+                   seed: int = 0, resolved: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
     """The options to try: ``{}`` (the authors' settings) first, then grid points that differ from
     them, in the grid's order; a seeded random subset when there are more than ``budget - 1``.
 
@@ -103,12 +103,15 @@ def configurations(grid: Mapping[str, Sequence[Any]], authors: Mapping[str, Any]
         authors: the authors' value of each option (the class default or the spec's fixed option).
         budget: configurations in all, the authors' included (>= 1).
         seed: seed of the random subset.
+        resolved: what an authors' option given as a placeholder became once the explainer was
+            built (Grad-CAM's ``layer=None`` is the family's ``"layer4"``); a grid value equal to
+            either is the authors' setting, not a new configuration.
     """
     if budget < 1:
         raise ValueError(f"budget must be >= 1 configuration, got {budget}")
     keys = list(grid)
     points = [dict(zip(keys, combo, strict=True)) for combo in itertools.product(*(grid[k] for k in keys))]
-    others = [p for p in points if any(p[k] != authors.get(k, _MISSING) for k in p)]
+    others = [p for p in points if any(not _is_authors(k, p[k], authors, resolved) for k in p)]
     if len(others) > budget - 1:
         chosen = sorted(random.Random(seed).sample(range(len(others)), budget - 1))
         others = [others[i] for i in chosen]
@@ -116,6 +119,15 @@ def configurations(grid: Mapping[str, Sequence[Any]], authors: Mapping[str, Any]
 
 
 _MISSING = object()
+
+
+def _is_authors(key: str, value: Any, authors: Mapping[str, Any], resolved: Mapping[str, Any] | None) -> bool:
+    return value == authors.get(key, _MISSING) or (resolved is not None and value == resolved.get(key, _MISSING))
+
+
+def _resolved(explainer: object, keys: Iterable[str]) -> dict[str, Any]:
+    """The values the built explainer holds for ``keys`` (the attributes of the same names)."""
+    return {k: getattr(explainer, k) for k in keys if isinstance(getattr(explainer, k, None), str | int | float)}
 
 
 @dataclass
@@ -235,12 +247,14 @@ def tune(
                           budget=budget, images=0, grid=tried)
     t_all = time.perf_counter()
     best_value = math.nan
-    for options in configurations(tried, authors, budget, seed):
+    first = create_explainer(name, classifier, **base)
+    resolved = _resolved(first, tried)
+    for options in configurations(tried, authors, budget, seed, resolved):
         merged = {**base, **options}
         # The spec names the options that differ from the authors' (plus those the method spec fixed).
-        spec = method if not options else format_spec(name, {**base, **{k: v for k, v in options.items()
-                                                                          if v != authors.get(k, _MISSING)}})
-        explainer = create_explainer(name, classifier, **merged)
+        spec = method if not options else format_spec(name, {**base, **{
+            k: v for k, v in options.items() if not _is_authors(k, v, authors, resolved)}})
+        explainer = first if not options else create_explainer(name, classifier, **merged)
         t0 = time.perf_counter()
         res = evaluate(explainer, classifier, loader, metrics=metrics, limit=limit, progress=progress,
                        metric_options=metric_options, ci=ci)
