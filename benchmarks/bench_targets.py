@@ -9,8 +9,10 @@ classifier and threads):
 * ``gradcam x K``: Grad-CAM, K forward and backward passes;
 * the classifier forward alone (images/s), the reference.
 
-Rates are maps/s (B * K maps per call). Classifier forwards per call are counted with a forward
-hook. Random weights: speed does not depend on training. Prints a table and writes JSON.
+Rates are maps/s (B * K maps per call); each K's calls and a classifier forward are timed
+interleaved, round by round, and each ratio is to the forward of the same rounds (a shared
+machine's changing load then hits all alike). Classifier forwards per call are counted with a
+forward hook. Random weights: speed does not depend on training. Prints a table and writes JSON.
 
     python benchmarks/bench_targets.py [--size 64] [--batch 64] [--ks 1,5,20] [--out runs/bench/targets.json]
 """
@@ -18,6 +20,7 @@ hook. Random weights: speed does not depend on training. Prints a table and writ
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import platform
 import time
@@ -32,19 +35,22 @@ from masksal.explainers import create_explainer
 from masksal.masker import Masker, MaskerConfig, MaskerNet
 
 
-def timed(fn: Callable[[], object], repeats: int, warmup: int = 2) -> float:
-    """Median seconds per call."""
+def timed_together(fns: dict[str, Callable[[], object]], repeats: int, warmup: int = 2) -> dict[str, float]:
+    """Median seconds per call of each function, the calls interleaved round by round (one call of
+    each per round): on a shared machine a change of load then hits every method alike, and their
+    ratios stay comparable."""
     for _ in range(warmup):
-        fn()
-    times = []
+        for fn in fns.values():
+            fn()
+    times: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - t)
-    times.sort()
-    return times[len(times) // 2]
+        for name, fn in fns.items():
+            t = time.perf_counter()
+            fn()
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()
+            times[name].append(time.perf_counter() - t)
+    return {name: sorted(ts)[len(ts) // 2] for name, ts in times.items()}
 
 
 def forwards_per_call(model: torch.nn.Module, fn: Callable[[], object]) -> int:
@@ -62,7 +68,7 @@ def methods(maskers: dict[str, Masker], gradcam: Any, x: torch.Tensor, targets: 
             ) -> dict[str, Callable[[], object]]:
     """The calls compared for ``targets`` ``(B, K)``: each gives the B * K maps."""
     calls: dict[str, Callable[[], object]] = {
-        f"explain_targets ({c})": (lambda m=m: m.explain_targets(x, targets)) for c, m in maskers.items()}
+        f"explain_targets ({c})": functools.partial(m.explain_targets, x, targets) for c, m in maskers.items()}
     proj = maskers["projection"]
     calls["explain x K (projection)"] = lambda: [proj.explain(x, targets[:, j]) for j in range(targets.shape[1])]
     calls["gradcam x K"] = lambda: [gradcam.explain(x, targets[:, j]) for j in range(targets.shape[1])]
@@ -100,16 +106,20 @@ def main() -> None:
     def classify() -> None:
         clf(x)
 
-    t_cls = timed(classify, args.repeats)
-    rows: list[dict[str, Any]] = [{"what": "classifier forward", "k": 0, "per_second": args.batch / t_cls,
-                                   "unit": "images/s", "forwards": 1}]
+    rows: list[dict[str, Any]] = []
     for k in ks:
         targets = torch.stack([torch.randperm(args.classes, generator=g)[:k] for _ in range(args.batch)]).to(dev)
-        for what, fn in methods(maskers, gradcam, x, targets).items():
-            t = timed(fn, args.repeats)
-            rows.append({"what": what, "k": k, "per_second": args.batch * k / t, "unit": "maps/s",
-                         "forwards": forwards_per_call(clf.model, fn),
-                         "ratio_to_classifier_forward": t_cls / t})
+        calls = {"classifier forward": classify, **methods(maskers, gradcam, x, targets)}
+        secs = timed_together(calls, args.repeats)
+        t_cls = secs["classifier forward"]
+        if k == ks[0]:
+            rows.append({"what": "classifier forward", "k": 0, "per_second": args.batch / t_cls,
+                         "unit": "images/s", "forwards": 1})
+        for what, fn in calls.items():
+            if what != "classifier forward":
+                rows.append({"what": what, "k": k, "per_second": args.batch * k / secs[what], "unit": "maps/s",
+                             "forwards": forwards_per_call(clf.model, fn),
+                             "ratio_to_classifier_forward": t_cls / secs[what]})
 
     device_name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"CPU ({platform.processor() or 'x86_64'}"
     if dev.type == "cpu":
