@@ -88,3 +88,19 @@ def test_final_config_trains_the_demo_masker_and_paper_is_the_published_decoder(
     p, f = recipe(paper, "masker"), recipe(final, "masker")
     differing = {(sec, k) for sec in f for k in f[sec] if f[sec][k] != p[sec][k]}
     assert differing <= {("classifier", "taps"), ("masker", "decoder"), ("masker", "hidden"), ("masker", "refine")}
+
+
+def test_train_classifier_starts_from_a_classifier_checkpoint_directory(classifier_ckpt, tmp_path):
+    """``classifier.weights`` may name a checkpoint folder (fine-tuning, e.g. to a multi-label head):
+    the run starts from its weights, not from scratch."""
+    from masksal.checkpoint import load_classifier
+
+    start = load_classifier(classifier_ckpt)
+    cfg = load_config(CONFIGS / "final.yaml", [*TINY, f"classifier.weights={classifier_ckpt}",
+                                               "classifier_train.lr=0"])
+    train_classifier(cfg, tmp_path / "tuned", progress=False)
+    tuned = load_classifier(tmp_path / "tuned")
+    # lr 0: the convolutions keep the checkpoint's weights exactly (BatchNorm statistics still move)
+    conv = "model.conv1.weight" if "model.conv1.weight" in start.state_dict() else next(
+        k for k in start.state_dict() if k.endswith("conv1.weight"))
+    assert torch.equal(start.state_dict()[conv], tuned.state_dict()[conv])

@@ -201,9 +201,14 @@ def train_classifier(cfg: ExperimentConfig, out: str | Path, resume: bool = Fals
         train_ds = build_dataset(cfg, "train")
         num_classes = dataset_num_classes(train_ds)
         c = cfg.classifier
+        weights = c.weights
+        if weights is not None and Path(weights).is_dir():  # start from a classifier checkpoint directory
+            from masksal.checkpoint import checkpoint_files
+
+            weights = str(checkpoint_files(weights) / "classifier.safetensors")
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(tc.seed)
-            clf = create_classifier(c.arch, num_classes, c.taps, c.weights, c.mean, c.std, **c.kwargs).to(device)
+            clf = create_classifier(c.arch, num_classes, c.taps, weights, c.mean, c.std, **c.kwargs).to(device)
         steps = tc.epochs * max(1, len(train_ds) // tc.batch_size)  # type: ignore[arg-type]
         training = ClassifierTraining(clf, tc, steps, device, run)
         if start > 0:
