@@ -69,3 +69,19 @@ def test_mismatched_weights_name_the_file(tmp_path):
     save_file({"foo": torch.zeros(1)}, str(tmp_path / "x.safetensors"))
     with pytest.raises(ValueError, match="x.safetensors: weights do not fit"):
         load_weights(create_classifier("small_resnet18", 3, width=8).model, tmp_path / "x.safetensors")
+
+
+def test_weights_of_another_shape_give_one_line_naming_the_file_and_a_tensor(tmp_path):
+    """A state dict saved from a 3-class ResNet-18 loaded into the default small ResNet or a
+    2-class ResNet-18: one line (no many-line RuntimeError from load_state_dict)."""
+    import torchvision
+
+    path = tmp_path / "my_resnet18.pt"
+    torch.save(torchvision.models.resnet18(num_classes=3).state_dict(), path)
+    with pytest.raises(ValueError) as e:
+        create_classifier("resnet18", 2, weights=path)
+    msg = str(e.value)
+    assert "\n" not in msg and "my_resnet18.pt" in msg and "fc.weight (3, 512) vs (2, 512)" in msg
+    with pytest.raises(ValueError) as e:
+        create_classifier("small_resnet18", 3, weights=path)
+    assert "\n" not in str(e.value) and "classifier.arch" in str(e.value)

@@ -398,6 +398,13 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
 def load_weights(model: nn.Module, path: str | Path) -> None:
     """Load a weight file into ``model`` strictly, with a one-line error on mismatch."""
     sd = read_state_dict(path)
+    own = model.state_dict()
+    # Shape mismatches make load_state_dict raise a many-line RuntimeError: find them first.
+    mismatched = [f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in sd.items()
+                  if k in own and own[k].shape != v.shape]
+    if mismatched:
+        raise ValueError(f"{path}: weights do not fit the model: {len(mismatched)} tensor(s) of another shape "
+                         f"(e.g. {mismatched[0]})")
     result = model.load_state_dict(sd, strict=False)
     if result.missing_keys or result.unexpected_keys:
         raise ValueError(f"{path}: weights do not fit the model: {len(result.missing_keys)} missing "

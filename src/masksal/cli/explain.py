@@ -73,6 +73,7 @@ def export_cmd(
     format_: Annotated[str, typer.Option(
         "--format", help="onnx (needs the export extra: onnx, onnxscript, onnxruntime) or torchscript.")] = "onnx",
     opset: Annotated[int, typer.Option(min=7, help="ONNX opset version.")] = 18,
+    threads: ThreadsOpt = 0,
 ) -> None:
     """Export the masker with its classifier as one graph: images -> (logits, maps), normalization inside.
 
@@ -86,6 +87,7 @@ def export_cmd(
     if format_ not in EXPORT_FORMATS:
         fail(f"--format must be one of {', '.join(EXPORT_FORMATS)}, got {format_!r}")
     check_out_file(out)
+    set_threads(threads)  # the graph is traced on the CPU
     if format_ == "onnx":  # before the checkpoint is loaded: a missing package fails at once
         require("onnx")
         require("onnxscript")
