@@ -127,3 +127,42 @@ def test_conditional_masker_round_trips_through_a_checkpoint(conditioning: str, 
     assert back.net.cfg.conditional and back.net.cfg.conditioning == conditioning and back.class_specific
     x = images(2)
     torch.testing.assert_close(back.explain_targets(x, [0, 3]), m.explain_targets(x, [0, 3]))
+
+
+def test_explain_command_asks_a_conditional_masker_for_a_class(tmp_path: Path) -> None:
+    """``masksal explain --target K``: the maps of class K (those of ``Masker.explain(x, K)``);
+    a class-agnostic masker or a class out of range: one line, nothing written."""
+    import numpy as np
+    from PIL import Image
+    from typer.testing import CliRunner
+
+    from masksal.cli import app
+
+    m = conditional()
+    m.info["image_size"] = 32
+    m.save(tmp_path / "cond")
+    pic = (images(1)[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+    (tmp_path / "in").mkdir()
+    Image.fromarray(pic).save(tmp_path / "in" / "a.png")
+    runner = CliRunner()
+    maps = {}
+    for k in (1, 4):
+        res = runner.invoke(app, ["explain", str(tmp_path / "cond"), str(tmp_path / "in"), "--out",
+                                  str(tmp_path / f"out{k}"), "--target", str(k), "--no-overlay", "--quiet"])
+        assert res.exit_code == 0, res.output
+        maps[k] = np.load(tmp_path / f"out{k}" / "a.png.npy")
+    x = torch.from_numpy(pic).permute(2, 0, 1)[None].float() / 255
+    np.testing.assert_allclose(maps[4], m.explain(x, 4)[0].numpy(), atol=1e-5)
+    assert not np.allclose(maps[1], maps[4])
+    res = runner.invoke(app, ["explain", str(tmp_path / "cond"), str(tmp_path / "in"), "--out",
+                              str(tmp_path / "out9"), "--target", str(CLASSES)])
+    assert res.exit_code != 0 and "--target" in res.output and "Traceback" not in res.output
+    torch.manual_seed(0)
+    clf = create_classifier("small_resnet18", CLASSES, width=8).eval()
+    shapes = clf.tap_shapes(32)
+    agnostic = Masker(clf, MaskerNet({t: shapes[t][0] for t in clf.taps}, MaskerConfig(hidden=8))).eval()
+    agnostic.info["image_size"] = 32
+    agnostic.save(tmp_path / "agnostic")
+    res = runner.invoke(app, ["explain", str(tmp_path / "agnostic"), str(tmp_path / "in"), "--out",
+                              str(tmp_path / "outa"), "--target", "1"])
+    assert res.exit_code != 0 and "class-agnostic" in res.output

@@ -311,6 +311,7 @@ def explain_files(
     overlay_format: OverlayFormat = "png",
     max_overlay_side: int | None = 2048,
     workers: int | None = None,
+    target: int | None = None,
 ) -> ExplainResult:
     """Explain every image under ``inputs`` and write its map (and overlay) under ``out``.
 
@@ -329,6 +330,8 @@ def explain_files(
         max_overlay_side: longest side of an overlay (larger images are shown downscaled);
             ``None`` for the image's own size.
         workers: threads decoding and writing (default: ``min(4, cpu count)``).
+        target: the class every map explains (``None``: the explainer's default, e.g. each
+            image's top-1 class).
 
     Returns:
         The files written, the inputs explained, and the failures (unreadable inputs, failed writes,
@@ -394,7 +397,7 @@ def explain_files(
                 continue
             x = torch.from_numpy(np.stack([d.model_input for d in decoded])).to(device)
             x = x.permute(0, 3, 1, 2).float().div_(255.0)
-            maps = explainer.explain(x).detach().float().cpu().numpy()
+            maps = explainer.explain(x, target).detach().float().cpu().numpy()
             for d, m in zip(decoded, maps, strict=True):
                 paths = output_paths(d.rel, out, map_format, overlay_format if overlay else None)
                 clash = [p for p in paths if os.path.abspath(p) in input_files]

@@ -24,6 +24,9 @@ def explain(
     max_overlay_side: Annotated[int, typer.Option(
         min=0, help="Longest overlay side in pixels (larger images are shown downscaled); 0: the image's size.")
     ] = 2048,
+    target: Annotated[int | None, typer.Option(
+        min=0, help="Class index every map explains (a class-conditional masker, masker.conditional); "
+                    "default: each image's top-1 class.")] = None,
     batch_size: BatchOpt = 32,
     workers: Annotated[int, typer.Option(min=0, help="Threads decoding and writing files (0: up to 4).")] = 0,
     device: DeviceOpt = "auto",
@@ -53,8 +56,16 @@ def explain(
     if masker.info.get("explains_copy"):
         typer.echo(f"note: {checkpoint} was trained alongside its classifier (CA): the maps explain that co-trained "
                    "copy, which this checkpoint holds, not the classifier it started from", err=True)
+    if target is not None:
+        if not masker.class_specific:
+            fail(f"--target: {checkpoint} is a class-agnostic masker (it explains the top-1 class); asking for a "
+                 "class needs a masker trained with masker.conditional: true")
+        if target >= masker.classifier.num_classes:
+            fail(f"--target {target}: the classifier has {masker.classifier.num_classes} classes (0.."
+                 f"{masker.classifier.num_classes - 1})")
     size = int(masker.info.get("image_size", 224))
     res = explain_files(masker, list(inputs), out, size, batch_size, dev, progress=not quiet, on_error=report,
+                        target=target,
                         map_format=format_, overlay=overlay,  # type: ignore[arg-type]
                         overlay_format=overlay_format,  # type: ignore[arg-type]
                         max_overlay_side=max_overlay_side or None, workers=workers or None)
