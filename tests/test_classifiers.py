@@ -85,3 +85,15 @@ def test_weights_of_another_shape_give_one_line_naming_the_file_and_a_tensor(tmp
     with pytest.raises(ValueError) as e:
         create_classifier("small_resnet18", 3, weights=path)
     assert "\n" not in str(e.value) and "classifier.arch" in str(e.value)
+
+
+def test_a_torchvision_model_is_recognized_and_an_edited_one_stays_custom():
+    import torchvision
+
+    from masksal.classifiers import as_classifier
+
+    assert as_classifier(torchvision.models.resnet50(num_classes=5)).spec.arch == "resnet50"
+    edited = torchvision.models.resnet18(num_classes=5)
+    edited.relu = torch.nn.GELU()  # same weights, another network: it must not load as resnet18
+    assert as_classifier(edited).spec.arch == "custom"
+    assert as_classifier(torchvision.models.vit_b_16(image_size=64, num_classes=5)).spec.arch == "custom"

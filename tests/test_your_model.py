@@ -69,6 +69,11 @@ def test_fit_masker_on_a_torchvision_model_and_an_image_folder(model, photos, tm
     masker.save(tmp_path / "m")
     again = load_masker(tmp_path / "m", model=torchvision.models.resnet18(num_classes=3))
     assert torch.allclose(again.explain(batch.images), maps, atol=1e-5)  # memory layout may differ
+    # A torchvision model is recognized (resnet18, 3 classes): the checkpoint also loads without
+    # the module, as the command line loads it.
+    alone = load_masker(tmp_path / "m")
+    assert alone.classifier.spec.arch == "resnet18"
+    assert torch.allclose(alone.explain(batch.images), maps, atol=1e-5)
 
 
 def test_rivals_take_the_raw_module_and_evaluate_needs_no_wrapper(model, photos):
