@@ -126,3 +126,17 @@ def test_raw_module_equals_the_wrapped_one(setup: tuple[Classifier, Tensor, Tens
     wrapped = GradCAM(clf).explain_with_logits(x, t)
     torch.testing.assert_close(raw.maps, wrapped.maps)
     torch.testing.assert_close(raw.logits, wrapped.logits)
+
+
+def test_a_target_out_of_the_classifier_range_is_one_line() -> None:
+    """Every explainer checks targets against the classifier's classes (the base class), before
+    any model work: not an index error from deep inside the method."""
+    import torchvision
+
+    from masksal.explainers import create_explainer
+
+    model = torchvision.models.resnet18(num_classes=3)
+    cam = create_explainer("gradcam", model, layer=model.layer4)
+    with pytest.raises(ValueError, match=r"targets must be class indices in 0\.\.2, got 7\.\.7"):
+        cam.explain(torch.rand(3, 32, 32), targets=7)
+    assert cam.explain(torch.rand(3, 32, 32), targets=2).shape == (32, 32)
