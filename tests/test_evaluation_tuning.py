@@ -122,13 +122,25 @@ def test_grid_and_spec_text_round_trip() -> None:
 
 def test_every_declared_grid_names_real_options(classifier: Classifier) -> None:
     declared = {name: tuning_grid(name) for name in available_explainers() if name not in ("masker", "shifted_box")}
-    assert {"gradcam", "rise", "extremal_perturbation", "meaningful_perturbation", "ig", "smoothgrad"} <= \
-        {n for n, g in declared.items() if g}
+    assert {"gradcam", "rise", "extremal_perturbation", "meaningful_perturbation", "ig", "smoothgrad",
+            "prediction_difference"} <= {n for n, g in declared.items() if g}
     for name, grid in declared.items():
         for key, values in grid.items():
             for v in values:
                 create_explainer(name, classifier, **{key: v})  # raises on an option the method lacks
 
+
+
+def test_prediction_difference_grid_fills_the_budget_with_valid_geometries(classifier: Classifier) -> None:
+    # With the stride the docs tune at (pda:stride=3), the authors' geometry and five others: each
+    # a window/frame that fits a 64 px image, none a repeat of the authors'.
+    configs = configurations(tuning_grid("pda"), {"window": None, "padding": None}, budget=6)
+    assert len(configs) == 6 and configs[0] == {}
+    geometries = set()
+    for options in configs:
+        pda = create_explainer("pda", classifier, stride=3, **options)
+        geometries.add(pda._geometry(64, 64))  # raises on a window/frame that does not fit
+    assert geometries == {(3, 1), (3, 2), (8, 1), (8, 2), (16, 1), (16, 2)}
 
 def test_tune_picks_the_best_configuration_and_keeps_the_authors_on_ties(classifier: Classifier,
                                                                         shifted_box: None) -> None:
