@@ -15,6 +15,7 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from metric_data import random_batch
 
 from masksal.classifiers import create_classifier
 from masksal.metrics import (
@@ -34,23 +35,7 @@ SIZE = 24
 
 def dataset(n: int = 6, seed: int = 0) -> tuple[torch.Tensor, Batch]:
     """Smooth random maps, random boxes (1-2 per image) and masks with an ignore band."""
-    g = torch.Generator().manual_seed(seed)
-    maps = torch.nn.functional.interpolate(torch.rand(n, 1, 4, 4, generator=g), size=(SIZE, SIZE),
-                                           mode="bicubic", align_corners=False)[:, 0]
-    boxes, masks = [], torch.zeros(n, SIZE, SIZE, dtype=torch.uint8)
-    for i in range(n):
-        k = 1 + i % 2
-        x0 = torch.randint(0, SIZE // 2, (k,), generator=g)
-        y0 = torch.randint(0, SIZE // 2, (k,), generator=g)
-        w = torch.randint(3, SIZE // 2, (k,), generator=g)
-        b = torch.stack([x0, y0, x0 + w, y0 + w], 1).float()
-        boxes.append(b)
-        for x_0, y_0, x_1, y_1 in b.long().tolist():
-            masks[i, y_0 - 1 if y_0 else 0:y_1 + 2, x_0 - 1 if x_0 else 0:x_1 + 2] = 255
-            masks[i, y_0:y_1 + 1, x_0:x_1 + 1] = 1
-    images = torch.rand(n, 3, SIZE, SIZE, generator=g)
-    return maps, Batch(images=images, labels=torch.randint(0, 3, (n,), generator=g), boxes=boxes, masks=masks,
-                       ids=[str(i) for i in range(n)])
+    return random_batch(n, SIZE, seed, ignore_band=True)
 
 
 def part(batch: Batch, idx: slice) -> Batch:
