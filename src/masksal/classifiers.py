@@ -22,6 +22,7 @@ from torch import Tensor, nn
 from torchvision.models.resnet import BasicBlock
 
 from masksal.devices import module_device
+from masksal.recognize import torchvision_arch
 from masksal.taps import TokenLayout, family_taps, find_taps, to_grid, token_layout
 
 __all__ = ["Classifier", "ClassifierSpec", "SmallResNet", "TapReshape", "as_classifier", "classifier_from_spec",
@@ -242,39 +243,6 @@ def eval_mode(module: nn.Module) -> Iterator[None]:
     finally:
         for m, training in modes:
             m.training = training
-
-
-def torchvision_arch(model: nn.Module, num_classes: int) -> str | None:
-    """The torchvision model name that builds exactly this module's layout, else ``None``.
-
-    A user's ``torchvision.models.resnet18(num_classes=3)`` is then saved as ``resnet18`` and its
-    checkpoint loads without the module (``load_masker(dir)``, the command line). A candidate
-    must be of the same class (builders with that return type), with the same tree of module
-    types and the same parameter and buffer shapes; built on the meta device (no memory, no
-    weights). A subclass or an edited model stays ``"custom"``.
-    """
-    if not type(model).__module__.startswith("torchvision.models"):
-        return None
-    import inspect
-
-    import torchvision
-
-    def layout(m: nn.Module) -> tuple[list[str], dict[str, tuple[int, ...]]]:
-        return [type(x).__name__ for x in m.modules()], {k: tuple(v.shape) for k, v in m.state_dict().items()}
-
-    own = layout(model)
-    for name in torchvision.models.list_models(module=torchvision.models):
-        builder = torchvision.models.get_model_builder(name)
-        if inspect.signature(builder).return_annotation is not type(model):
-            continue
-        try:
-            with torch.device("meta"):
-                candidate = builder(weights=None, num_classes=num_classes)
-        except (TypeError, ValueError, RuntimeError):
-            continue
-        if layout(candidate) == own:
-            return name
-    return None
 
 
 def _guess_num_classes(model: nn.Module) -> int:

@@ -87,16 +87,15 @@ def run_demo(out: str | Path = "runs/demo", quick: bool = False, mode: str = "ca
     timings: dict[str, float] = {}
 
     clf_dir = out / "classifier"
-    _stage(clf_dir, cfg, "classifier", None, f"[1/4] training the classifier ({plan.classifier_epochs} epochs on "
-           f"{plan.n_train} images)", train_classifier, timings, log, progress, run)
+    _stage(clf_dir, cfg, "classifier", None, "[1/4]", f"{plan.classifier_epochs} epochs on {plan.n_train} images",
+           train_classifier, timings, log, progress, run)
     clf_acc = float(json.loads((clf_dir / "metrics.json").read_text())["test_accuracy"])
     log(f"      classifier test accuracy: {clf_acc:.1f}%")
 
     masker_dir = out / f"masker_{mode}"
     cfg = with_overrides(cfg, {"classifier.weights": str(clf_dir)}, "demo")
-    _stage(masker_dir, cfg, "masker", plan.masker_steps,
-           f"[2/4] training the masker ({mode.upper()}, {plan.masker_steps} steps)", train_masker, timings, log,
-           progress, run)
+    _stage(masker_dir, cfg, "masker", plan.masker_steps, "[2/4]", f"{mode.upper()}, {plan.masker_steps} steps",
+           train_masker, timings, log, progress, run)
 
     log("[3/4] explaining and evaluating the test split")
     t = time.time()
@@ -140,15 +139,14 @@ def write_demo_report(out: Path, masker: Any, test_ds: Any, metrics: dict[str, A
     return write_demo_page(out, masker, test_ds, metrics, n_images=n_images, scaling=scaling)
 
 
-def _stage(folder: Path, cfg: ExperimentConfig, kind: str, steps: int | None, message: str,
+def _stage(folder: Path, cfg: ExperimentConfig, kind: str, steps: int | None, step: str, plan: str,
            train: Callable[..., Any], timings: dict[str, float], log: Any, progress: bool, run: RunOptions) -> None:
     """Reuse a finished stage of the same recipe, else train it (resuming an interrupted one)."""
-    step = message.split("]")[0] + "]"
     check_same_recipe(folder, cfg, kind, f"delete {folder.parent} or choose another --out")
     if stage_done(folder, steps):
         log(f"{step} {kind}: reusing {folder}")
         return
-    log(message)
+    log(f"{step} training the {kind} ({plan})")
     t = time.time()
     train(cfg, folder, resume=is_checkpoint(folder), progress=progress, run=run)
     timings[f"{kind}_seconds"] = time.time() - t
