@@ -151,7 +151,7 @@ class Explainer(ABC):
         x, home, single = prepare_images(images, module_device(clf) if clf is not None else None,
                                          _floating_dtype(clf) if clf is not None else torch.float32)
         t = prepare_targets(targets, x.shape[0], x.device)
-        classes = int(getattr(clf, "num_classes", -1)) if clf is not None else -1
+        classes = clf.num_classes if clf is not None else -1
         if t is not None and classes > 0 and t.numel() and (int(t.min()) < 0 or int(t.max()) >= classes):
             raise ValueError(f"targets must be class indices in 0..{classes - 1}, got {int(t.min())}..{int(t.max())}")
         with self._eval(), torch.set_grad_enabled(self.needs_grad):
