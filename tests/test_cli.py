@@ -82,3 +82,42 @@ def test_data_export_round_trips(tmp_path):
     ds = load_dataset(f"wsol:{tmp_path / 'w' / 'metadata' / 'masksal_benchmark'}:{tmp_path / 'w' / 'dataset'}",
                       split="test", size=32, resize="none")
     assert len(ds) == 20
+
+
+def test_every_model_command_takes_the_shared_runtime_options():
+    """--device, --threads and --quiet are declared once (cli.common.runtime_options) and reach
+    every command that runs a model; the training commands also take --amp/--compile."""
+    commands = [["demo"], ["train"], ["train-classifier"], ["evaluate"], ["benchmark"], ["explain"], ["tune"],
+                ["sanity"], ["reproduce", "ablation"], ["reproduce", "fewshot"], ["reproduce", "roar"],
+                ["reproduce", "photos"]]
+    for cmd in commands:
+        r = runner.invoke(app, [*cmd, "--help"], terminal_width=200)
+        assert r.exit_code == 0, (cmd, r.output)
+        for option in ("--device", "--threads", "--quiet"):
+            assert option in r.output, (cmd, option)
+        assert ("--amp" in r.output) == (cmd[0] in ("train", "train-classifier")), cmd
+
+
+def test_runtime_options_set_threads_and_pass_one_object(monkeypatch):
+    import torch
+    import typer
+
+    from masksal.cli.common import Runtime, runtime_options
+
+    seen: list[Runtime] = []
+    demo_app = typer.Typer()
+
+    @demo_app.command()
+    @runtime_options(training=True)
+    def run(name: str = "x", *, runtime: Runtime) -> None:
+        seen.append(runtime)
+
+    before = torch.get_num_threads()
+    try:
+        r = runner.invoke(demo_app, ["--name", "y", "--threads", "1", "--device", "cpu", "-q", "--no-sync-batchnorm"])
+        assert r.exit_code == 0, r.output
+        assert seen == [Runtime(device="cpu", threads=1, quiet=True, amp="auto", compile=False, sync_batchnorm=False)]
+        assert torch.get_num_threads() == 1
+        assert not seen[0].progress
+    finally:
+        torch.set_num_threads(before)

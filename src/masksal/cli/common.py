@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import functools
+import inspect
 import os
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -38,6 +40,70 @@ CompileOpt = Annotated[bool, typer.Option("--compile/--no-compile", help="torch.
 SyncBnOpt = Annotated[bool, typer.Option(
     "--sync-batchnorm/--no-sync-batchnorm",
     help="Under torchrun: BatchNorm statistics over the global batch, as in a single-process run.")]
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """Where and how a command runs its model: the shared options of :func:`runtime_options`.
+
+    ``threads`` is the number of torch CPU threads in use (already set); ``amp``, ``compile`` and
+    ``sync_batchnorm`` are those of the training commands (their defaults elsewhere).
+    """
+
+    device: str = "auto"
+    threads: int = 1
+    quiet: bool = False
+    amp: str = "auto"
+    compile: bool = False
+    sync_batchnorm: bool = True
+
+    @property
+    def progress(self) -> bool:
+        """Whether to show progress bars."""
+        return not self.quiet
+
+
+def _option(name: str, annotation: Any, default: Any) -> inspect.Parameter:
+    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
+
+
+_RUN_OPTIONS = (_option("device", DeviceOpt, "auto"), _option("threads", ThreadsOpt, 0),
+                _option("quiet", QuietOpt, False))
+_TRAIN_OPTIONS = (_option("amp", AmpOpt, "auto"), _option("compile_", CompileOpt, False),
+                  _option("sync_batchnorm", SyncBnOpt, True))
+
+
+def runtime_options(training: bool = False) -> Callable[[F], F]:
+    """Give a command the options every model-running command shares, declared once here:
+    ``--device``, ``--threads`` and ``--quiet`` (with ``training``, also ``--amp``,
+    ``--compile`` and ``--sync-batchnorm``). They are appended to the command's own options, and
+    the command receives them as one :class:`Runtime` argument named ``runtime``, with torch's
+    threads already set.
+
+    typer has no shared option groups (click apps use a decorator for this too): the wrapper's
+    signature, which typer reads to build the command line, is the command's own without
+    ``runtime`` plus these options.
+    """
+    shared = _RUN_OPTIONS + (_TRAIN_OPTIONS if training else ())
+
+    def deco(fn: F) -> F:
+        own = inspect.signature(fn, eval_str=True)
+        params = [p for p in own.parameters.values() if p.name != "runtime"]
+
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            values = {p.name: kwargs.pop(p.name, p.default) for p in shared}
+            runtime = Runtime(device=values["device"], threads=set_threads(values["threads"]), quiet=values["quiet"],
+                              amp=values.get("amp", "auto"), compile=values.get("compile_", False),
+                              sync_batchnorm=values.get("sync_batchnorm", True))
+            return fn(*args, runtime=runtime, **kwargs)
+
+        wrapper.__signature__ = own.replace(parameters=[*params, *shared])  # type: ignore[attr-defined]
+        wrapper.__annotations__ = {**{p.name: p.annotation for p in (*params, *shared)},
+                                   "return": own.return_annotation}
+        return wrapper  # type: ignore[return-value]
+
+    return deco
 
 
 def one_line(e: BaseException) -> str:

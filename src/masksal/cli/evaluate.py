@@ -11,15 +11,13 @@ import typer
 from masksal.cli import app
 from masksal.cli.common import (
     BatchOpt,
-    DeviceOpt,
     NumImagesOpt,
-    QuietOpt,
+    Runtime,
     ScalingOpt,
-    ThreadsOpt,
     check_out_dir,
     check_out_file,
     errors,
-    set_threads,
+    runtime_options,
 )
 
 data_app = typer.Typer(no_args_is_help=True, help="Work with the built-in benchmark and dataset formats.")
@@ -104,6 +102,7 @@ def _exit_on_bad_samples(results: list[dict[str, Any]]) -> None:
 
 @app.command(epilog="Example: masksal evaluate masker:runs/demo/masker_ca --limit 500 --out runs/evaluate.json")
 @errors()
+@runtime_options()
 def evaluate(
     method: Annotated[str, typer.Argument(help="masker:CHECKPOINT, a checkpoint folder, or a method name with "
                                           "options (gradcam, rise:n_masks=500, ...).")],
@@ -120,8 +119,6 @@ def evaluate(
     metrics: Annotated[str, typer.Option(help=METRIC_HELP)] = "le_om_f1,maxboxacc,pxap,sm,deletion_insertion",
     metric_option: MetricOptionOpt = None,
     batch_size: BatchOpt = 64,
-    device: DeviceOpt = "auto",
-    threads: ThreadsOpt = 0,
     metric_workers: Annotated[int | None, typer.Option(
         min=0, help="Processes updating the map-only metrics beside the model (default: 1 with a GPU, 0 on CPU).")
     ] = None,
@@ -129,7 +126,8 @@ def evaluate(
     ci: CiOpt = False,
     ci_resamples: CiResamplesOpt = 1000,
     ci_seed: CiSeedOpt = 0,
-    quiet: QuietOpt = False,
+    *,
+    runtime: Runtime,
 ) -> None:
     """Evaluate a saliency method on a dataset: every metric, a table, and JSON.
 
@@ -141,13 +139,12 @@ def evaluate(
     from masksal.distributed import is_main_process, process_device, torchrun_session
     from masksal.evaluation import evaluate_sharded, format_table
 
-    set_threads(threads)
     check_out_file(out)
     names = _metric_list(metrics)
     _metric_options(metric_option)  # a malformed option fails before any work
-    with torchrun_session(device):
+    with torchrun_session(runtime.device):
         main = is_main_process()
-        dev = process_device(device)
+        dev = process_device(runtime.device)
         explainer, clf, native_size, ref = load_evaluated(method, classifier, dev)
         img = size or native_size
         ds = build_dataset(data, split, img, n, reference=ref)
@@ -156,7 +153,7 @@ def evaluate(
         if val_split and val_split != "none" and "maxboxacc" in names:
             val_ds = build_dataset(data, val_split, img, n, reference=ref)
         res = evaluate_sharded(explainer, clf, ds, batch_size=batch_size, val_dataset=val_ds, limit=limit,
-                               progress=not quiet, metrics=names, metric_workers=metric_workers,
+                               progress=runtime.progress, metrics=names, metric_workers=metric_workers,
                                metric_options=_metric_options(metric_option), ci=ci_resamples if ci else 0,
                                ci_seed=ci_seed)
         res["explainer"] = method_label(method, explainer)
@@ -172,6 +169,7 @@ def evaluate(
 @app.command(epilog='Example: masksal benchmark --methods "masker:runs/demo/masker_ca,gradcam,rise:n_masks=500" '
              "--limit 64")
 @errors()
+@runtime_options()
 def benchmark(
     methods: Annotated[str, typer.Option(help="Comma-separated method specs: masker:CKPT, gradcam, "
                                          "'rise:n_masks=4000', ep, ... (options after ':', split by ';' "
@@ -184,8 +182,6 @@ def benchmark(
     metrics: Annotated[str, typer.Option(help=METRIC_HELP)] = "le_om_f1,maxboxacc,pxap,sm",
     metric_option: MetricOptionOpt = None,
     batch_size: BatchOpt = 64,
-    device: DeviceOpt = "auto",
-    threads: ThreadsOpt = 0,
     out: Annotated[Path, typer.Option(help="Output folder.")] = Path("runs/benchmark"),
     scaling: ScalingOpt = "shared",
     tuned: Annotated[Path | None, typer.Option(
@@ -194,7 +190,8 @@ def benchmark(
     ci: CiOpt = True,
     ci_resamples: CiResamplesOpt = 1000,
     ci_seed: CiSeedOpt = 0,
-    quiet: QuietOpt = False,
+    *,
+    runtime: Runtime,
 ) -> None:
     """Compare saliency methods on one classifier and dataset: quality and speed in one table.
 
@@ -221,14 +218,13 @@ def benchmark(
     from masksal.training import dataset_classes
     from masksal.types import collate
 
-    n_threads = set_threads(threads)
     check_out_dir(out)
     names = _metric_list(metrics)
     specs = split_methods(methods)
     if not specs:
         raise ValueError("--methods: name at least one method")
     tuning = read_tuning(tuned) if tuned is not None else {}
-    dev = resolve_device(device)
+    dev = resolve_device(runtime.device)
     runs = [expand_runs(spec) for spec in specs]
     flat = [r for group in runs for r in group]
     clf = resolve_classifier(classifier, flat, dev)
@@ -254,11 +250,11 @@ def benchmark(
     ds, loader = build_loader(data, split, size, n, batch_size, reference=reference_checkpoint(classifier, flat))
     check_classes(ds, clf, data)
     rows = compare_methods([(label, es if len(es) > 1 else es[0]) for label, es in loaded], clf, loader,
-                           metrics=names, limit=limit, progress=not quiet,
+                           metrics=names, limit=limit, progress=runtime.progress,
                            metric_options=_metric_options(metric_option), ci=ci_resamples if ci else 0,
                            ci_seed=ci_seed)
     name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else \
-        f"CPU {platform.machine()}, {n_threads} threads"
+        f"CPU {platform.machine()}, {runtime.threads} threads"
     paths = write_outputs(rows, out, {"device": name, "methods": specs, "data": data, "split": split,
                                       "limit": limit, "image_size": size,
                                       "tuned": None if tuned is None else str(tuned)})

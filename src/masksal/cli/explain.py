@@ -8,11 +8,12 @@ from typing import Annotated
 import typer
 
 from masksal.cli import app
-from masksal.cli.common import BatchOpt, DeviceOpt, QuietOpt, ThreadsOpt, errors, fail, set_threads
+from masksal.cli.common import BatchOpt, Runtime, ThreadsOpt, errors, fail, runtime_options, set_threads
 
 
 @app.command(epilog="Example: masksal explain runs/demo/masker_ca photos/ --out runs/maps")
 @errors()
+@runtime_options()
 def explain(
     checkpoint: Annotated[Path, typer.Argument(help="Masker checkpoint directory.")],
     inputs: Annotated[list[Path], typer.Argument(help="Image files and/or folders (searched recursively).")],
@@ -29,9 +30,8 @@ def explain(
                     "default: each image's top-1 class.")] = None,
     batch_size: BatchOpt = 32,
     workers: Annotated[int, typer.Option(min=0, help="Threads decoding and writing files (0: up to 4).")] = 0,
-    device: DeviceOpt = "auto",
-    threads: ThreadsOpt = 0,
-    quiet: QuietOpt = False,
+    *,
+    runtime: Runtime,
 ) -> None:
     """Write a saliency map (at the image's own resolution) and an overlay for each image.
 
@@ -49,9 +49,8 @@ def explain(
         fail(f"--format must be one of {', '.join(MAP_FORMATS)}, got {format_!r}")
     if overlay_format not in OVERLAY_FORMATS:
         fail(f"--overlay-format must be one of {', '.join(OVERLAY_FORMATS)}, got {overlay_format!r}")
-    set_threads(threads)
     check_out_dir(out)
-    dev = resolve_device(device)
+    dev = resolve_device(runtime.device)
     masker = load_masker(checkpoint, device=dev)
     if masker.info.get("explains_copy"):
         typer.echo(f"note: {checkpoint} was trained alongside its classifier (CA): the maps explain that co-trained "
@@ -64,7 +63,7 @@ def explain(
             fail(f"--target {target}: the classifier has {masker.classifier.num_classes} classes (0.."
                  f"{masker.classifier.num_classes - 1})")
     size = int(masker.info.get("image_size", 224))
-    res = explain_files(masker, list(inputs), out, size, batch_size, dev, progress=not quiet, on_error=report,
+    res = explain_files(masker, list(inputs), out, size, batch_size, dev, progress=runtime.progress, on_error=report,
                         target=target,
                         map_format=format_, overlay=overlay,  # type: ignore[arg-type]
                         overlay_format=overlay_format,  # type: ignore[arg-type]

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from masksal.cli import app
-from masksal.cli.common import ConfigOpt, DeviceOpt, QuietOpt, SetOpt, ThreadsOpt, errors, set_threads
+from masksal.cli.common import ConfigOpt, Runtime, SetOpt, errors, runtime_options
 
 reproduce_app = typer.Typer(no_args_is_help=True, help="Reproduce the paper's findings on the built-in benchmark.")
 app.add_typer(reproduce_app, name="reproduce")
@@ -18,6 +18,7 @@ KEPT = "interrupted: finished runs are kept in {out}; run the same command again
 
 @reproduce_app.command("ablation", epilog="Example: masksal reproduce ablation --rows both_fix,ca --seeds 1")
 @errors(KEPT)
+@runtime_options()
 def reproduce_ablation(
     out: Annotated[Path, typer.Option(help="Output folder (rows are reused).")] = Path("runs/reproduce"),
     budget: BudgetOpt = "small",
@@ -30,21 +31,21 @@ def reproduce_ablation(
         help="YAML of the paper's numbers per row (rows: {row: {le, om, f1, sm}}, source: ...) for the "
              "report's paper columns.")] = None,
     set_: SetOpt = None,
-    device: DeviceOpt = "auto",
-    threads: ThreadsOpt = 0,
-    quiet: QuietOpt = False,
+    *,
+    runtime: Runtime,
 ) -> None:
     """Train and evaluate every ablation row (the packaged configs/ablation/*.yaml); write report.md and report.html."""
     from masksal.reproduce import get_budget, run_ablation
 
-    set_threads(threads)
     run_ablation(out, get_budget(budget), seeds=seeds, classifier=classifier,
                  rows=[r.strip() for r in rows.split(",") if r.strip()] if rows else None, steps=steps,
-                 overrides=set_ or [], paper_numbers=paper_numbers, progress=not quiet, log=typer.echo, device=device)
+                 overrides=set_ or [], paper_numbers=paper_numbers, progress=runtime.progress, log=typer.echo,
+                 device=runtime.device)
 
 
 @reproduce_app.command("fewshot", epilog="Example: masksal reproduce fewshot --seeds 1")
 @errors(KEPT)
+@runtime_options()
 def reproduce_fewshot(
     out: Annotated[Path, typer.Option(help="Output folder (runs are reused).")] = Path("runs/reproduce/fewshot"),
     budget: BudgetOpt = "small",
@@ -53,57 +54,54 @@ def reproduce_fewshot(
     seeds: Annotated[int | None, typer.Option(min=1, help="Seeds per K (default: 3, the budget's).")] = None,
     steps: Annotated[int | None, typer.Option(min=1, help="Masker steps per K (overrides the budget).")] = None,
     set_: SetOpt = None,
-    device: DeviceOpt = "auto",
-    threads: ThreadsOpt = 0,
-    quiet: QuietOpt = False,
+    *,
+    runtime: Runtime,
 ) -> None:
     """Train the final recipe on K = 1, 2, 5, 10, 50 and all images per class; plot LE and PxAP against K."""
     from masksal.reproduce import get_budget, run_fewshot
 
-    set_threads(threads)
     run_fewshot(out, get_budget(budget), classifier=classifier, config=config, seeds=seeds, steps=steps,
-                overrides=set_ or [], progress=not quiet, log=typer.echo, device=device)
+                overrides=set_ or [], progress=runtime.progress, log=typer.echo, device=runtime.device)
 
 
 @reproduce_app.command("roar", epilog="Example: masksal reproduce roar")
 @errors(KEPT)
+@runtime_options()
 def reproduce_roar(
     out: Annotated[Path, typer.Option(help="Output folder (retrainings are reused).")] = Path("runs/reproduce/roar"),
     budget: BudgetOpt = "small",
     masker: Annotated[Path | None, typer.Option(
         help="Masker checkpoint (default: the ablation's final row next to --out, else trained here).")] = None,
     classifier: Annotated[Path | None, typer.Option(help="Classifier checkpoint for a masker trained here.")] = None,
-    device: DeviceOpt = "auto",
-    threads: ThreadsOpt = 0,
-    quiet: QuietOpt = False,
+    *,
+    runtime: Runtime,
 ) -> None:
     """Remove the most salient 10-90% of the pixels (masker, Grad-CAM, random), retrain, plot test accuracy."""
     from masksal.reproduce import get_budget, run_roar
 
-    set_threads(threads)
-    run_roar(out, get_budget(budget), masker=masker, classifier=classifier, progress=not quiet, log=typer.echo,
-             device=device)
+    run_roar(out, get_budget(budget), masker=masker, classifier=classifier, progress=runtime.progress, log=typer.echo,
+             device=runtime.device)
 
 
 @reproduce_app.command("photos", epilog="Example: masksal reproduce photos --steps 50")
 @errors(KEPT)
+@runtime_options()
 def reproduce_photos(
     out: Annotated[Path, typer.Option(help="Output folder.")] = Path("runs/reproduce/photos"),
     budget: BudgetOpt = "small",
     steps: Annotated[int | None, typer.Option(min=1, help="Masker steps (overrides the budget).")] = None,
-    device: DeviceOpt = "auto",
-    threads: ThreadsOpt = 0,
-    quiet: QuietOpt = False,
+    *,
+    runtime: Runtime,
 ) -> None:
     """Train a masker for an ImageNet EfficientNet-Lite0 on the few photos available offline; show overlays."""
     from masksal.reproduce import get_budget, run_photos
 
-    set_threads(threads)
-    run_photos(out, get_budget(budget), steps=steps, progress=not quiet, log=typer.echo, device=device)
+    run_photos(out, get_budget(budget), steps=steps, progress=runtime.progress, log=typer.echo, device=runtime.device)
 
 
 @app.command(epilog="Example: masksal sanity runs/demo/masker_ca --no-data-randomization")
 @errors("interrupted")
+@runtime_options()
 def sanity(
     checkpoint: Annotated[Path, typer.Argument(help="Masker checkpoint directory.")],
     out: Annotated[Path, typer.Option(help="Output folder for results.json and report.html.")] = Path("runs/sanity"),
@@ -115,14 +113,12 @@ def sanity(
         "--data-randomization/--no-data-randomization",
         help="Also train small classifiers (and maskers) on shuffled and on true labels.")] = True,
     seed: Annotated[int, typer.Option(help="Seed of the randomization.")] = 0,
-    device: DeviceOpt = "auto",
-    threads: ThreadsOpt = 0,
-    quiet: QuietOpt = False,
+    *,
+    runtime: Runtime,
 ) -> None:
     """Sanity checks (Adebayo et al.): cascading/independent randomization of the classifier, data randomization."""
     from masksal.sanity import SanityBudget, run_sanity_checks
 
-    set_threads(threads)
     budget = SanityBudget(n_images=images, retrain_steps=retrain_steps if retrain else 0)
     run_sanity_checks(checkpoint, out, budget=budget, data_randomization=data_randomization, seed=seed,
-                      progress=not quiet, log=typer.echo, device=device)
+                      progress=runtime.progress, log=typer.echo, device=runtime.device)

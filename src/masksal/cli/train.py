@@ -8,49 +8,36 @@ from typing import Annotated, Any
 import typer
 
 from masksal.cli import app
-from masksal.cli.common import (
-    AmpOpt,
-    CompileOpt,
-    ConfigOpt,
-    DeviceOpt,
-    QuietOpt,
-    ResumeOpt,
-    ScalingOpt,
-    SetOpt,
-    SyncBnOpt,
-    ThreadsOpt,
-    errors,
-    set_threads,
-)
+from masksal.cli.common import ConfigOpt, ResumeOpt, Runtime, ScalingOpt, SetOpt, errors, runtime_options
 
 RESUME_HINT = "interrupted: progress saved in {out}; continue with the same command and --resume"
 
 
 def _run_training(fn: Any, config: str | None, overrides: list[str], extra: dict[str, Any], out: Path, resume: bool,
-                  quiet: bool, device: str, amp: str, compile_: bool, sync_batchnorm: bool, threads: int,
-                  tensorboard: Path | None = None) -> dict[str, Any] | None:
+                  runtime: Runtime, tensorboard: Path | None = None) -> dict[str, Any] | None:
     """Run a training function (under torchrun too); the result on rank 0, ``None`` elsewhere."""
     from masksal.config import load_config, with_overrides
     from masksal.distributed import is_main_process, torchrun_session
     from masksal.precision import RunOptions
 
-    set_threads(threads)
     cfg = load_config(config, overrides)
     if extra:
         cfg = with_overrides(cfg, extra, "option")
-    run = RunOptions(device=device, amp=amp, compile=compile_, sync_batchnorm=sync_batchnorm)
+    run = RunOptions(device=runtime.device, amp=runtime.amp, compile=runtime.compile,
+                     sync_batchnorm=runtime.sync_batchnorm)
     callbacks = []
     if tensorboard is not None:
         from masksal.training import TensorBoardLogger
 
         callbacks.append(TensorBoardLogger(tensorboard))
-    with torchrun_session(device):
-        res = fn(cfg, out, resume=resume, progress=not quiet, run=run, callbacks=callbacks)
+    with torchrun_session(runtime.device):
+        res = fn(cfg, out, resume=resume, progress=runtime.progress, run=run, callbacks=callbacks)
         return res if is_main_process() else None
 
 
 @app.command(epilog="Example: masksal demo --quick")
 @errors("interrupted: progress saved in {out}; run the same command again to continue")
+@runtime_options()
 def demo(
     out: Annotated[Path | None, typer.Option(
         help="Output folder, cached between runs (default: runs/demo, or runs/demo_quick with --quick).")] = None,
@@ -58,32 +45,27 @@ def demo(
         "--quick", help="Short run: 12,000 images, 200 masker steps (about 2 min on 2 cores).")] = False,
     mode: Annotated[str, typer.Option(help="Classifier mode while training the masker: fix, ca or pool.")] = "ca",
     scaling: ScalingOpt = "shared",
-    device: DeviceOpt = "auto",
-    threads: ThreadsOpt = 0,
-    quiet: QuietOpt = False,
+    *,
+    runtime: Runtime,
 ) -> None:
     """Run the whole chain on the built-in benchmark and write report.html and metrics.json."""
     from masksal.demo import run_demo
 
-    set_threads(threads)
     run_demo(out or Path("runs/demo_quick" if quick else "runs/demo"), quick=quick, mode=mode,
-             progress=not quiet, device=device, scaling=scaling.replace("-", "_"))
+             progress=runtime.progress, device=runtime.device, scaling=scaling.replace("-", "_"))
 
 
 @app.command("train-classifier", epilog="Example: masksal train-classifier --out runs/classifier "
              "--set classifier_train.epochs=2")
 @errors(RESUME_HINT)
+@runtime_options(training=True)
 def train_classifier_cmd(
     out: Annotated[Path, typer.Option(help="Checkpoint directory to write.")],
     config: ConfigOpt = None,
     set_: SetOpt = None,
     resume: ResumeOpt = False,
-    device: DeviceOpt = "auto",
-    amp: AmpOpt = "auto",
-    compile_: CompileOpt = False,
-    sync_batchnorm: SyncBnOpt = True,
-    threads: ThreadsOpt = 0,
-    quiet: QuietOpt = False,
+    *,
+    runtime: Runtime,
 ) -> None:
     """Train a classifier on the configured dataset (default: the built-in benchmark).
 
@@ -91,8 +73,7 @@ def train_classifier_cmd(
     """
     from masksal.training import train_classifier
 
-    res = _run_training(train_classifier, config, list(set_ or []), {}, out, resume, quiet, device, amp, compile_,
-                        sync_batchnorm, threads)
+    res = _run_training(train_classifier, config, list(set_ or []), {}, out, resume, runtime)
     if res is not None:
         typer.echo(f"test accuracy {res['test_accuracy']:.2f}% after {res['steps']} steps; checkpoint: {out}")
 
@@ -100,6 +81,7 @@ def train_classifier_cmd(
 @app.command(epilog="Example: masksal train --classifier my_resnet.safetensors --set classifier.arch=resnet18 "
              "--data imagefolder:photos/ --image-size 224 --out runs/mine")
 @errors(RESUME_HINT)
+@runtime_options(training=True)
 def train(
     out: Annotated[Path, typer.Option(help="Checkpoint directory to write.")],
     config: ConfigOpt = None,
@@ -116,12 +98,8 @@ def train(
         "--examples-per-class", min=1, help="Few-shot: train on K images per class.")] = None,
     tensorboard: Annotated[Path | None, typer.Option(help="Also log to TensorBoard in this folder.")] = None,
     resume: ResumeOpt = False,
-    device: DeviceOpt = "auto",
-    amp: AmpOpt = "auto",
-    compile_: CompileOpt = False,
-    sync_batchnorm: SyncBnOpt = True,
-    threads: ThreadsOpt = 0,
-    quiet: QuietOpt = False,
+    *,
+    runtime: Runtime,
 ) -> None:
     """Train a masker for a trained classifier.
 
@@ -135,8 +113,7 @@ def train(
                        ("data.examples_per_class", examples_per_class)):
         if value is not None:
             extra[key] = value
-    res = _run_training(train_masker, config, list(set_ or []), extra, out, resume, quiet, device, amp, compile_,
-                        sync_batchnorm, threads, tensorboard)
+    res = _run_training(train_masker, config, list(set_ or []), extra, out, resume, runtime, tensorboard)
     if res is not None:
         note = (" The masker explains a copy of the classifier trained alongside it (CA): its checkpoint holds "
                 "that copy." if res["explains_copy"] else " The masker explains exactly the given classifier (FIX).")

@@ -8,13 +8,14 @@ from typing import Annotated
 import typer
 
 from masksal.cli import app
-from masksal.cli.common import BatchOpt, DeviceOpt, NumImagesOpt, QuietOpt, ThreadsOpt, errors, set_threads
+from masksal.cli.common import BatchOpt, NumImagesOpt, Runtime, errors, runtime_options
 from masksal.cli.evaluate import DataOpt, MetricOptionOpt, _metric_options, split_methods
 
 
 @app.command(epilog="Example: masksal tune rise,ep --classifier runs/demo/masker_fix --limit 32 --out runs/tune; "
              "then masksal benchmark --methods ... --tuned runs/tune")
 @errors()
+@runtime_options()
 def tune(
     methods: Annotated[str, typer.Argument(
         help="Comma-separated method specs, each tuned in turn from its authors' settings (the class defaults and "
@@ -41,12 +42,11 @@ def tune(
     = 1000,
     metric_option: MetricOptionOpt = None,
     batch_size: BatchOpt = 32,
-    device: DeviceOpt = "auto",
-    threads: ThreadsOpt = 0,
     out: Annotated[Path, typer.Option(
         help="Folder for tuning.json, tuning.md and best_specs.txt (results of other methods already there are "
              "kept).")] = Path("runs/tune"),
-    quiet: QuietOpt = False,
+    *,
+    runtime: Runtime,
 ) -> None:
     """Tune saliency methods on a validation split: every method gets the same budget of configurations,
     chosen by one declared metric; writes each configuration's scores and the chosen spec."""
@@ -63,7 +63,6 @@ def tune(
     from masksal.explainers import parse_method_spec
     from masksal.explainers.registry import explainer_factory
 
-    set_threads(threads)
     specs = split_methods(methods)
     if not specs:
         raise ValueError("METHODS: name at least one method")
@@ -78,7 +77,7 @@ def tune(
         name, values = parse_grid(text)
         grids[explainer_factory(name)] = values
     options = _metric_options(metric_option)
-    dev = resolve_device(device)
+    dev = resolve_device(runtime.device)
     clf = resolve_classifier(classifier, [], dev)
     size = image_size_of(classifier, [])
     ds, loader = build_loader(data, split, size, n, batch_size, reference=reference_checkpoint(classifier, []))
@@ -89,7 +88,7 @@ def tune(
     for spec in specs:
         factory = explainer_factory(parse_method_spec(spec)[0])
         res = tune(spec, clf, loader, grid=grids.get(factory), metric=metric, budget=budget, limit=limit, seed=seed,
-                   ci=ci_resamples, metric_options=options, progress=not quiet)
+                   ci=ci_resamples, metric_options=options, progress=runtime.progress)
         typer.echo(res.markdown())
         typer.echo(f"chosen: {res.best_spec}\n")
         paths = write_tuning([res], out)  # after each method: an interrupted run keeps the finished ones

@@ -61,7 +61,7 @@ import torch
 from torch.utils.data import Dataset
 
 from masksal.data.cache import load_npz, save_npz_atomic
-from masksal.data.render import MAX_DISTRACTORS, OBJECTS, render_pair, render_single
+from masksal.data.render import MAX_DISTRACTORS, OBJECTS, Scene, render_pair, render_single
 from masksal.data.sources import (
     ANIMAL_NAMES,
     DIGIT_NAMES,
@@ -152,7 +152,7 @@ def generate(
         raise ValueError(f"objects must be one of {OBJECTS}, got {objects!r}")
     size = int(size)
     classes = tuple((src, c) for src in map(object_source, fams) for c in range(len(src.pools[split])))
-    pyramids = load_backgrounds()
+    scene = Scene(seed, split, size, classes, load_backgrounds(), max_distractors)
     per = () if objects == 1 else (objects,)
     out: dict[str, np.ndarray] = {
         "images": np.empty((n, size, size, 3), dtype=np.uint8),
@@ -164,9 +164,7 @@ def generate(
     distractors = np.full((n, max_distractors), -1, dtype=np.int64)
     render = render_single if objects == 1 else render_pair
     for i in range(n):
-        label, box, object_id, distractor_ids = render(
-            seed, split, start + i, size, classes, pyramids, max_distractors, out["images"][i], out["masks"][i]
-        )
+        label, box, object_id, distractor_ids = render(scene, start + i, out["images"][i], out["masks"][i])
         out["labels"][i] = label
         out["boxes"][i] = box
         sources[i] = object_id

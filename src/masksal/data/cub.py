@@ -8,19 +8,9 @@ from typing import TypeVar
 
 import numpy as np
 
+from masksal.data import metadata as md
 from masksal.data.base import LocalizationDataset, Record
 from masksal.data.images import ResizeMode
-from masksal.data.metadata import (
-    IdRegistry,
-    MetadataError,
-    check_box,
-    inside_root,
-    parse_float,
-    parse_int,
-    read_lines,
-    require_file,
-    split_fields,
-)
 
 __all__ = ["CUBDataset"]
 
@@ -70,38 +60,38 @@ class CUBDataset(LocalizationDataset):
         if split not in ("train", "test", "all"):
             raise ValueError(f"CUB split must be 'train', 'test' or 'all', got {split!r}")
 
-        images_txt = require_file(root / "images.txt", "CUB image list")
+        images_txt = md.require_file(root / "images.txt", "CUB image list")
         paths: dict[str, Path] = {}
         rels: dict[str, str] = {}
-        listed = IdRegistry(images_txt)
+        listed = md.IdRegistry(images_txt)
         used: dict[str, int] = {}
-        for number, line in read_lines(images_txt):
+        for number, line in md.read_lines(images_txt):
             # Split once: the relative path is the rest of the line.
             parts = line.split(maxsplit=1)
             if len(parts) != 2:
-                raise MetadataError(f"{images_txt}:{number}: expected '<id> <relpath>', got {line!r}")
+                raise md.MetadataError(f"{images_txt}:{number}: expected '<id> <relpath>', got {line!r}")
             image_id, rel = parts[0], parts[1].strip()
             listed.add(image_id, number)
             if rel in used:
-                raise MetadataError(f"{images_txt}:{number}: image {rel!r} listed twice (first on line {used[rel]})")
+                raise md.MetadataError(f"{images_txt}:{number}: image {rel!r} listed twice (first on line {used[rel]})")
             used[rel] = number
             rels[image_id] = rel
-            paths[image_id] = inside_root(root / "images", rel, images_txt, number, "image path",
+            paths[image_id] = md.inside_root(root / "images", rel, images_txt, number, "image path",
                                           allow_outside_root=allow_outside_root)
         if not paths:
-            raise MetadataError(f"{images_txt}: no images listed")
+            raise md.MetadataError(f"{images_txt}: no images listed")
 
         classes: list[str] | None = None
         if (root / "classes.txt").is_file():
             classes = self._class_names(root / "classes.txt")
         top = len(classes) + 1 if classes else None
         label_of = self._table(root / "image_class_labels.txt", "<id> <class>", paths,
-                               lambda f, n, v: parse_int(f, n, v[0], "class", low=1, high=top))
+                               lambda f, n, v: md.parse_int(f, n, v[0], "class", low=1, high=top))
         boxes = self._table(root / "bounding_boxes.txt", "<id> <x> <y> <w> <h>", paths, _xywh_box)
         keep = set(paths)
         if split != "all":
             flags = self._table(root / "train_test_split.txt", "<id> <is_train>", paths,
-                                lambda f, n, v: parse_int(f, n, v[0], "is_train", low=0, high=2))
+                                lambda f, n, v: md.parse_int(f, n, v[0], "is_train", low=0, high=2))
             want = 1 if split == "train" else 0
             keep = {i for i, v in flags.items() if v == want}
         num_classes = len(classes) if classes else max(label_of.values())
@@ -116,27 +106,27 @@ class CUBDataset(LocalizationDataset):
     def _class_names(path: Path) -> list[str]:
         """Names of ``classes.txt``, whose class numbers must be exactly ``1..N``."""
         named: dict[int, str] = {}
-        for number, line in read_lines(path):
+        for number, line in md.read_lines(path):
             parts = line.split(maxsplit=1)
             if len(parts) != 2:
-                raise MetadataError(f"{path}:{number}: expected '<class> <name>', got {line!r}")
-            k = parse_int(path, number, parts[0], "class", low=1)
+                raise md.MetadataError(f"{path}:{number}: expected '<class> <name>', got {line!r}")
+            k = md.parse_int(path, number, parts[0], "class", low=1)
             if k in named:
-                raise MetadataError(f"{path}:{number}: class {k} listed twice")
+                raise md.MetadataError(f"{path}:{number}: class {k} listed twice")
             named[k] = parts[1].strip()
         gaps = sorted(set(range(1, len(named) + 1)) - set(named))
         if gaps:
-            raise MetadataError(f"{path}: class numbers are not 1..{len(named)} (no class {gaps[0]})")
+            raise md.MetadataError(f"{path}: class numbers are not 1..{len(named)} (no class {gaps[0]})")
         return [named[k] for k in sorted(named)]
 
     @staticmethod
     def _table(path: Path, form: str, ids: dict[str, Path], parse: Callable[[Path, int, list[str]], T]) -> dict[str, T]:
         """``{id: parse(path, line, values)}`` of a whitespace table listing every id of ``ids`` once."""
-        require_file(path, "CUB metadata file")
-        registry = IdRegistry(path, set(ids), "images.txt")
+        md.require_file(path, "CUB metadata file")
+        registry = md.IdRegistry(path, set(ids), "images.txt")
         out: dict[str, T] = {}
-        for number, line in read_lines(path):
-            key, *rest = split_fields(path, number, line, len(form.split()), None, form)
+        for number, line in md.read_lines(path):
+            key, *rest = md.split_fields(path, number, line, len(form.split()), None, form)
             registry.add(key, number)
             out[key] = parse(path, number, rest)
         registry.require_all(list(ids))
@@ -145,6 +135,6 @@ class CUBDataset(LocalizationDataset):
 
 def _xywh_box(path: Path, number: int, values: list[str]) -> list[float]:
     """CUB's ``x y w h`` as the inclusive box ``(x, y, x + w, y + h)``."""
-    x, y, w, h = (parse_float(path, number, v) for v in values)
-    check_box(path, number, (x, y, x + w, y + h))
+    x, y, w, h = (md.parse_float(path, number, v) for v in values)
+    md.check_box(path, number, (x, y, x + w, y + h))
     return [x, y, x + w, y + h]

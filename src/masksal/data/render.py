@@ -7,6 +7,8 @@ is given, in a fixed order, so a change here changes the images (bump ``GENERATO
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import cv2
 import numpy as np
 
@@ -156,23 +158,29 @@ def _object_mask(alpha: np.ndarray, x: int, y: int, mask_out: np.ndarray) -> np.
     return np.array([x + cols[0], y + rows[0], x + cols[-1], y + rows[-1]], dtype=np.float32)
 
 
-def render_single(
-    seed: int,
-    split: str,
-    index: int,
-    size: int,
-    classes: tuple[tuple[ObjectSource, int], ...],
-    pyramids: tuple[tuple[np.ndarray, ...], ...],
-    max_distractors: int,
-    image_out: np.ndarray,
-    mask_out: np.ndarray,
-) -> tuple[int, np.ndarray, int, list[int]]:
+@dataclass(frozen=True)
+class Scene:
+    """What every sample of one split is drawn from: the generator seed, the split, the image side,
+    the classes (object source and position in it), the background pyramids and the largest
+    number of distractors."""
+
+    seed: int
+    split: str
+    size: int
+    classes: tuple[tuple[ObjectSource, int], ...]
+    pyramids: tuple[tuple[np.ndarray, ...], ...]
+    max_distractors: int
+
+
+def render_single(scene: Scene, index: int, image_out: np.ndarray,
+                  mask_out: np.ndarray) -> tuple[int, np.ndarray, int, list[int]]:
     """Render sample ``index`` into ``image_out`` / ``mask_out``; return label, box, sources."""
+    seed, split, size, classes = scene.seed, scene.split, scene.size, scene.classes
     rng = np.random.default_rng((seed, SPLITS.index(split), index))
     label = index % len(classes)
     source, position = _pick(rng, classes, label, split)
-    image = background(rng, size, pyramids)
-    distractor_ids = _paste_distractors(rng, image, size, split, classes, max_distractors, [(source, position)])
+    image = background(rng, size, scene.pyramids)
+    distractor_ids = _paste_distractors(rng, image, size, split, classes, scene.max_distractors, [(source, position)])
     alpha = _object_alpha(rng, source.glyphs[position], size, OBJECT_SIDE)
     h, w = alpha.shape
     y = int(rng.integers(size - h + 1))
@@ -200,26 +208,18 @@ def _apart(rng: np.random.Generator, size: int, shapes: list[tuple[int, int]]) -
     return best
 
 
-def render_pair(
-    seed: int,
-    split: str,
-    index: int,
-    size: int,
-    classes: tuple[tuple[ObjectSource, int], ...],
-    pyramids: tuple[tuple[np.ndarray, ...], ...],
-    max_distractors: int,
-    image_out: np.ndarray,
-    masks_out: np.ndarray,
-) -> tuple[np.ndarray, np.ndarray, list[int], list[int]]:
+def render_pair(scene: Scene, index: int, image_out: np.ndarray,
+                masks_out: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[int], list[int]]:
     """Render two-object sample ``index`` (objects of two different classes, rectangles apart)
     into ``image_out`` / ``masks_out`` ``(2, size, size)``; return labels, boxes ``(2, 4)``, sources."""
+    seed, split, size, classes = scene.seed, scene.split, scene.size, scene.classes
     # A fourth seed word keeps these images independent of the single-object ones of the same index.
     rng = np.random.default_rng((seed, SPLITS.index(split), index, 2))
     first = index % len(classes)
     labels = np.array([first, (first + 1 + int(rng.integers(len(classes) - 1))) % len(classes)], dtype=np.int64)
     picked = [_pick(rng, classes, int(c), split) for c in labels]
-    image = background(rng, size, pyramids)
-    distractor_ids = _paste_distractors(rng, image, size, split, classes, max_distractors, picked)
+    image = background(rng, size, scene.pyramids)
+    distractor_ids = _paste_distractors(rng, image, size, split, classes, scene.max_distractors, picked)
     alphas = [_object_alpha(rng, source.glyphs[position], size, PAIR_OBJECT_SIDE) for source, position in picked]
     places = _apart(rng, size, [a.shape for a in alphas])
     boxes = np.empty((2, 4), dtype=np.float32)

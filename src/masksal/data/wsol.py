@@ -6,19 +6,9 @@ from pathlib import Path
 
 import numpy as np
 
+from masksal.data import metadata as md
 from masksal.data.base import LocalizationDataset, Record
 from masksal.data.images import ResizeMode
-from masksal.data.metadata import (
-    IdRegistry,
-    MetadataError,
-    check_box,
-    inside_root,
-    parse_float,
-    parse_int,
-    read_lines,
-    require_file,
-    split_fields,
-)
 
 __all__ = ["WSOLDataset"]
 
@@ -89,43 +79,43 @@ class WSOLDataset(LocalizationDataset):
         self.metadata_dir = meta
         self._outside = allow_outside_root
 
-        ids_file = require_file(meta / "image_ids.txt", "wsolevaluation image list")
-        listed = IdRegistry(ids_file)
+        ids_file = md.require_file(meta / "image_ids.txt", "wsolevaluation image list")
+        listed = md.IdRegistry(ids_file)
         paths: dict[str, Path] = {}
-        for number, line in read_lines(ids_file):
+        for number, line in md.read_lines(ids_file):
             listed.add(line, number)
-            paths[line] = inside_root(image_root, line, ids_file, number, "image id",
+            paths[line] = md.inside_root(image_root, line, ids_file, number, "image id",
                                       allow_outside_root=allow_outside_root)
         ids = list(paths)
         if not ids:
-            raise MetadataError(f"{ids_file}: no image ids")
+            raise md.MetadataError(f"{ids_file}: no image ids")
         known = set(ids)
 
         classes: list[str] | None = None
         names_file = meta / "class_names.txt"
         if names_file.is_file():
-            classes = [line for _, line in read_lines(names_file)]
+            classes = [line for _, line in md.read_lines(names_file)]
             if num_classes is None:
                 num_classes = len(classes)
 
-        labels_file = require_file(meta / "class_labels.txt", "wsolevaluation class labels")
+        labels_file = md.require_file(meta / "class_labels.txt", "wsolevaluation class labels")
         labels: dict[str, int] = {}
-        registry = IdRegistry(labels_file, known, "image_ids.txt")
-        for number, line in read_lines(labels_file):
-            image_id, value = split_fields(labels_file, number, line, 2, ",", "<image_id>,<class>")
+        registry = md.IdRegistry(labels_file, known, "image_ids.txt")
+        for number, line in md.read_lines(labels_file):
+            image_id, value = md.split_fields(labels_file, number, line, 2, ",", "<image_id>,<class>")
             registry.add(image_id, number)
-            labels[image_id] = parse_int(labels_file, number, value, "class", low=0, high=num_classes)
+            labels[image_id] = md.parse_int(labels_file, number, value, "class", low=0, high=num_classes)
         registry.require_all(ids)
 
         sizes: dict[str, tuple[int, int]] = {}
         sizes_file = meta / "image_sizes.txt"
         if sizes_file.is_file():
-            registry = IdRegistry(sizes_file, known, "image_ids.txt")
-            for number, line in read_lines(sizes_file):
-                image_id, w, h = split_fields(sizes_file, number, line, 3, ",", "<image_id>,<width>,<height>")
+            registry = md.IdRegistry(sizes_file, known, "image_ids.txt")
+            for number, line in md.read_lines(sizes_file):
+                image_id, w, h = md.split_fields(sizes_file, number, line, 3, ",", "<image_id>,<width>,<height>")
                 registry.add(image_id, number)
-                sizes[image_id] = (parse_int(sizes_file, number, w, "width", low=1),
-                                   parse_int(sizes_file, number, h, "height", low=1))
+                sizes[image_id] = (md.parse_int(sizes_file, number, w, "width", low=1),
+                                   md.parse_int(sizes_file, number, h, "height", low=1))
 
         boxes: dict[str, list[list[float]]] = {}
         masks: dict[str, list[Path]] = {}
@@ -137,12 +127,12 @@ class WSOLDataset(LocalizationDataset):
                 # A box split may leave an image without boxes (K = 0); a mask is never invented.
                 missing = [i for i in ids if i not in masks]
                 if missing:
-                    raise MetadataError(f"{loc_file}: no line for image id {missing[0]} ({len(missing)} missing)")
+                    raise md.MetadataError(f"{loc_file}: no line for image id {missing[0]} ({len(missing)} missing)")
         extra_boxes = meta / "localization_boxes.txt"
         if masks and extra_boxes.is_file():
-            registry = IdRegistry(extra_boxes, known, "image_ids.txt")
-            for number, line in read_lines(extra_boxes):
-                parts = split_fields(extra_boxes, number, line, 5, ",", _BOX_FORM)
+            registry = md.IdRegistry(extra_boxes, known, "image_ids.txt")
+            for number, line in md.read_lines(extra_boxes):
+                parts = md.split_fields(extra_boxes, number, line, 5, ",", _BOX_FORM)
                 registry.add(parts[0], number, repeats=True)
                 boxes.setdefault(parts[0], []).append(self._box(extra_boxes, number, parts))
 
@@ -173,8 +163,8 @@ class WSOLDataset(LocalizationDataset):
     def _localization(self, loc_file: Path, known: set[str], mask_root: Path, boxes: dict[str, list[list[float]]],
                       masks: dict[str, list[Path]], ignores: dict[str, Path]) -> None:
         """Read ``localization.txt`` (box lines or mask lines) into ``boxes`` or ``masks``/``ignores``."""
-        registry = IdRegistry(loc_file, known, "image_ids.txt")
-        for number, line in read_lines(loc_file):
+        registry = md.IdRegistry(loc_file, known, "image_ids.txt")
+        for number, line in md.read_lines(loc_file):
             parts = [p.strip() for p in line.split(",")]
             if len(parts) == 5:
                 registry.add(parts[0], number, repeats=True)
@@ -183,21 +173,22 @@ class WSOLDataset(LocalizationDataset):
                 image_id, mask_path, ignore_path = parts
                 registry.add(image_id, number, repeats=True)
                 if not mask_path:
-                    raise MetadataError(f"{loc_file}:{number}: empty mask path")
+                    raise md.MetadataError(f"{loc_file}:{number}: empty mask path")
                 masks.setdefault(image_id, []).append(
-                    inside_root(mask_root, mask_path, loc_file, number, "mask path", allow_outside_root=self._outside))
+                    md.inside_root(mask_root, mask_path, loc_file, number, "mask path",
+                                   allow_outside_root=self._outside))
                 if ignore_path:
                     if image_id in ignores:
-                        raise MetadataError(f"{loc_file}:{number}: second ignore mask for {image_id}")
-                    ignores[image_id] = inside_root(mask_root, ignore_path, loc_file, number, "ignore mask path",
+                        raise md.MetadataError(f"{loc_file}:{number}: second ignore mask for {image_id}")
+                    ignores[image_id] = md.inside_root(mask_root, ignore_path, loc_file, number, "ignore mask path",
                                                     allow_outside_root=self._outside)
             else:
-                raise MetadataError(f"{loc_file}:{number}: expected '{_BOX_FORM}' or '{_MASK_FORM}', got {line!r}")
+                raise md.MetadataError(f"{loc_file}:{number}: expected '{_BOX_FORM}' or '{_MASK_FORM}', got {line!r}")
             if boxes and masks:
-                raise MetadataError(f"{loc_file}:{number}: mixes box lines and mask lines")
+                raise md.MetadataError(f"{loc_file}:{number}: mixes box lines and mask lines")
 
     @staticmethod
     def _box(path: Path, number: int, parts: list[str]) -> list[float]:
-        box = [parse_float(path, number, v) for v in parts[1:]]
-        check_box(path, number, box)
+        box = [md.parse_float(path, number, v) for v in parts[1:]]
+        md.check_box(path, number, box)
         return box

@@ -4,9 +4,9 @@ torchrun (:func:`evaluate_sharded`), several methods compared side by side with 
 split (:func:`tune`), and the tables of the results."""
 
 from masksal.evaluation.compare import PeakMemory, compare_methods, write_outputs
-from masksal.evaluation.evaluate import METRICS, evaluate, evaluate_sharded, evaluate_with_states
+from masksal.evaluation.evaluate import METRICS, evaluate, evaluate_sharded
 from masksal.evaluation.table import format_table, speed_table
 from masksal.evaluation.tuning import TuningResult, tune
 
 __all__ = ["METRICS", "PeakMemory", "TuningResult", "compare_methods", "evaluate", "evaluate_sharded",
-           "evaluate_with_states", "format_table", "speed_table", "tune", "write_outputs"]
+           "format_table", "speed_table", "tune", "write_outputs"]

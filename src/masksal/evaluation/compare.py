@@ -18,9 +18,10 @@ import torch
 from torch.utils.data import DataLoader
 
 from masksal.classifiers import Classifier
-from masksal.evaluation.evaluate import evaluate_with_states
+from masksal.evaluation.evaluate import evaluate
 from masksal.evaluation.table import format_table, speed_table
 from masksal.explainers.base import SupportsExplain
+from masksal.metrics.base import Accumulator
 
 
 class PeakMemory:
@@ -103,10 +104,10 @@ def compare_methods(
         results, states, peak = [], [], 0.0
         for explainer in group:
             with PeakMemory(device) as mem:
-                res, st = evaluate_with_states(explainer, classifier, loader, metrics=metrics, limit=limit,
-                                               progress=progress, metric_options=metric_options,
-                                               ci=ci if len(group) == 1 else 0, ci_seed=ci_seed, ci_level=ci_level,
-                                               keep_per_image=ci > 0)
+                st: dict[str, Accumulator] = {}
+                res = evaluate(explainer, classifier, loader, metrics=metrics, limit=limit, progress=progress,
+                               metric_options=metric_options, ci=ci if len(group) == 1 else 0, ci_seed=ci_seed,
+                               ci_level=ci_level, keep_per_image=ci > 0, states=st)
             results.append(res)
             states.append(st)
             peak = max(peak, mem.peak_mib)

@@ -214,6 +214,8 @@ def evaluate(
     ci: int = 0,
     ci_seed: int = 0,
     ci_level: float = 0.95,
+    keep_per_image: bool = False,
+    states: dict[str, Accumulator] | None = None,
 ) -> dict[str, Any]:
     """Run a saliency method over a dataset and compute the requested metrics.
 
@@ -250,6 +252,11 @@ def evaluate(
             run the classifier (SM, deletion / insertion, ROAD) run it one image at a time.
         ci_seed: seed of the resampling (the same for every method: paired resamples).
         ci_level: confidence level of the intervals.
+        keep_per_image: keep the metrics' per-image states without computing intervals (``ci``
+            implies it), e.g. to combine several training seeds
+            (:func:`~masksal.evaluation.intervals.combine_runs`).
+        states: a dict that receives the metrics' accumulators (name -> accumulator, ``"top1"``
+            included) once the pass is done.
 
     Returns:
         A flat dict: ``explainer`` (name), ``images``, ``top1`` and every metric's keys (see each
@@ -261,31 +268,6 @@ def evaluate(
     Raises:
         ValueError: an unknown metric name.
     """
-    return evaluate_with_states(explainer, classifier, loader, metrics=metrics, limit=limit, val_loader=val_loader,
-                                progress=progress, metric_options=metric_options, metric_workers=metric_workers,
-                                ci=ci, ci_seed=ci_seed, ci_level=ci_level)[0]
-
-
-def evaluate_with_states(
-    explainer: SupportsExplain,
-    classifier: Classifier | torch.nn.Module | None,
-    loader: Iterable[Batch],
-    *,
-    metrics: Sequence[str] = DEFAULT_METRICS,
-    limit: int | None = None,
-    val_loader: Iterable[Batch] | None = None,
-    progress: bool = True,
-    metric_options: Mapping[str, Mapping[str, Any]] | None = None,
-    metric_workers: int | None = None,
-    ci: int = 0,
-    ci_seed: int = 0,
-    ci_level: float = 0.95,
-    keep_per_image: bool = False,
-) -> tuple[dict[str, Any], dict[str, Accumulator]]:
-    """:func:`evaluate`, also returning the accumulators (name -> accumulator, ``"top1"``
-    included), e.g. to combine several training seeds (:func:`~masksal.evaluation.intervals.combine_runs`).
-    ``keep_per_image`` keeps their per-image states without computing intervals (``ci`` implies
-    it)."""
     if ci < 0:
         raise ValueError(f"ci must be >= 0 resamples, got {ci}")
     keep = keep_per_image or ci > 0
@@ -347,13 +329,15 @@ def evaluate_with_states(
     result["skipped"] = skipped
     result["bad_samples"] = int(timing["bad_samples"])
     result["bad_sample_messages"] = bad[:100]  # this process's first ones (rank 0 under torchrun)
-    states: dict[str, Accumulator] = {"top1": top1, **built} if top1.num_images else dict(built)
+    accumulators: dict[str, Accumulator] = {"top1": top1, **built} if top1.num_images else dict(built)
     if ci > 0:
         from masksal.evaluation.intervals import metric_intervals
 
-        result["ci"] = metric_intervals(states, n=ci, seed=ci_seed, level=ci_level, val_thresholds=val_thresholds)
+        result["ci"] = metric_intervals(accumulators, n=ci, seed=ci_seed, level=ci_level, val_thresholds=val_thresholds)
         result.update(ci_level=ci_level, ci_resamples=ci, ci_seed=ci_seed, ci_over="images")
-    return result, states
+    if states is not None:
+        states.update(accumulators)
+    return result
 
 
 def evaluate_sharded(

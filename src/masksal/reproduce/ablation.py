@@ -22,22 +22,7 @@ from tqdm.auto import tqdm
 
 from masksal.checkpoint import write_json
 from masksal.report.markdown import markdown_table
-from masksal.reproduce._common import (
-    LOWER_IS_BETTER,
-    METRIC_KEYS,
-    METRIC_NAMES,
-    Budget,
-    Log,
-    budget_dict,
-    classifier_accuracy,
-    ensure_classifier,
-    evaluate_masker,
-    finished_eval,
-    fmt,
-    load_experiment,
-    seed_summary,
-    train_run,
-)
+from masksal.reproduce import _common as common
 
 
 @dataclass(frozen=True)
@@ -162,10 +147,10 @@ def _row_dir(out: Path, row: str, seed: int) -> Path:
     return out / "rows" / row / f"seed{seed}"
 
 
-def run_ablation(out: str | Path = "runs/reproduce", budget: Budget | None = None, seeds: int | None = None,
+def run_ablation(out: str | Path = "runs/reproduce", budget: common.Budget | None = None, seeds: int | None = None,
                  classifier: str | Path | None = None, rows: Sequence[str] | None = None,
                  steps: int | None = None, overrides: Sequence[str] = (), paper_numbers: str | Path | None = None,
-                 progress: bool = True, log: Log = print, device: str = "auto") -> dict[str, Any]:
+                 progress: bool = True, log: common.Log = print, device: str = "auto") -> dict[str, Any]:
     """Train and evaluate every ablation row; write ``report.md``, ``report.html``, ``results.json``.
 
     Args:
@@ -203,29 +188,31 @@ def run_ablation(out: str | Path = "runs/reproduce", budget: Budget | None = Non
         paper_source = f"{PAPER_SOURCE} Added from {paper_numbers}: {source}"
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    clf = ensure_classifier(out, b, classifier, progress, log, overrides, device)
-    results: dict[str, Any] = {"budget": budget_dict(b), "seeds": n_seeds, "classifier": str(clf),
-                               "classifier_test_accuracy": classifier_accuracy(clf), "rows": {},
+    clf = common.ensure_classifier(out, b, classifier, progress, log, overrides, device)
+    results: dict[str, Any] = {"budget": common.budget_dict(b), "seeds": n_seeds, "classifier": str(clf),
+                               "classifier_test_accuracy": common.classifier_accuracy(clf), "rows": {},
                                "paper": paper, "paper_source": paper_source}
     jobs = [(r, s) for r in names for s in range(n_seeds)]
     bar = tqdm(jobs, desc="ablation rows", unit="run", disable=not progress, dynamic_ncols=True)
     for row, seed in bar:
         bar.set_postfix_str(f"{row} seed {seed}")
         d = _row_dir(out, row, seed)
-        cfg = load_experiment(row_config(row), {**b.masker_overrides(seed), "classifier.weights": str(clf)}, overrides)
-        saved = finished_eval(d, cfg.masker_train.steps)
+        cfg = common.load_experiment(row_config(row), {**b.masker_overrides(seed), "classifier.weights": str(clf)},
+                                     overrides)
+        saved = common.finished_eval(d, cfg.masker_train.steps)
         if saved is not None:
             log(f"{row} (seed {seed}): reusing {d}")
             m = saved
         else:
             log(f"{row} (seed {seed}): training {cfg.masker_train.steps} steps ({cfg.masker_train.mode.upper()})")
-            train_run(cfg, d, progress, device)
-            m = {**evaluate_masker(d, cfg, clf, b, progress=False), "steps": cfg.masker_train.steps}
+            common.train_run(cfg, d, progress, device)
+            m = {**common.evaluate_masker(d, cfg, clf, b, progress=False), "steps": cfg.masker_train.steps}
             write_json(d / "eval.json", m)
-            log(f"{row} (seed {seed}): " + ", ".join(f"{METRIC_NAMES[k]} {m[k]:.2f}" for k in METRIC_KEYS if k in m))
+            log(f"{row} (seed {seed}): "
+                + ", ".join(f"{common.METRIC_NAMES[k]} {m[k]:.2f}" for k in common.METRIC_KEYS if k in m))
         results["rows"].setdefault(row, {"seeds": []})["seeds"].append(m)
     for r in results["rows"].values():
-        r["mean"], r["std"] = seed_summary(r["seeds"])
+        r["mean"], r["std"] = common.seed_summary(r["seeds"])
     results["claims"] = judge_claims(results["rows"])
     write_json(out / "results.json", results)
     md = ablation_markdown(results)
@@ -256,7 +243,7 @@ def _verdict(rows: dict[str, Any], better: str, others: Sequence[str], kind: str
     if any(metric not in rows[n]["mean"] or not np.isfinite(rows[n]["mean"][metric]) for n in names):
         return "not measured", math.nan, {}
     tol = _tolerance(rows, names, metric)
-    sign = 1.0 if LOWER_IS_BETTER.get(metric, False) else -1.0
+    sign = 1.0 if common.LOWER_IS_BETTER.get(metric, False) else -1.0
     base = rows[better]["mean"][metric]
     diffs = {o: sign * (rows[o]["mean"][metric] - base) for o in others}
     if any(d < -tol for d in diffs.values()):
@@ -290,16 +277,17 @@ def judge_claims(rows: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _table_rows(results: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
-    header = ["row", "what it changes", *[METRIC_NAMES[k] for k in METRIC_KEYS], "mask mean",
-              *[f"paper {METRIC_NAMES[k]}" for k in PAPER_KEYS]]
+    header = ["row", "what it changes", *[common.METRIC_NAMES[k] for k in common.METRIC_KEYS], "mask mean",
+              *[f"paper {common.METRIC_NAMES[k]}" for k in PAPER_KEYS]]
     body = []
     titles = {r.name: r.title for r in ROWS}
     for name, r in results["rows"].items():
         mean, std = r["mean"], r["std"]
-        cells = [fmt(mean.get(k, math.nan), std.get(k, math.nan), 3 if k == "sm" else 1) for k in METRIC_KEYS]
+        cells = [common.fmt(mean.get(k, math.nan), std.get(k, math.nan), 3 if k == "sm" else 1)
+                 for k in common.METRIC_KEYS]
         paper = results.get("paper", PAPER).get(name, {})
-        body.append([name, titles.get(name, name), *cells, fmt(mean.get("mask_mean", math.nan), digits=2),
-                     *[fmt(paper[k], digits=3 if k == "sm" else 2) if k in paper else ""
+        body.append([name, titles.get(name, name), *cells, common.fmt(mean.get("mask_mean", math.nan), digits=2),
+                     *[common.fmt(paper[k], digits=3 if k == "sm" else 2) if k in paper else ""
                        for k in PAPER_KEYS]])
     return header, body
 
@@ -323,7 +311,7 @@ def _preamble(results: dict[str, Any]) -> list[str]:
     acc = results.get("classifier_test_accuracy")
     steps = b["masker_steps"] or "the config's"
     return [
-        f"Budget `{b['name']}`: {steps} masker steps per row, batch {b['batch_size'] or 'from the config'}, "
+        f"common.Budget `{b['name']}`: {steps} masker steps per row, batch {b['batch_size'] or 'from the config'}, "
         f"{results['seeds']} seed(s) per row (mean ± standard deviation over seeds), "
         f"{b['n_test']} test images of the built-in benchmark (64 px, 20 classes).",
         f"Classifier: {results['classifier']}" + (f", test accuracy {acc:.1f}%." if acc is not None else "."),

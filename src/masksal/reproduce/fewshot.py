@@ -20,20 +20,7 @@ from tqdm.auto import tqdm
 
 from masksal.checkpoint import write_json
 from masksal.report.markdown import markdown_table
-from masksal.reproduce._common import (
-    Budget,
-    Log,
-    budget_dict,
-    classifier_accuracy,
-    ensure_classifier,
-    evaluate_masker,
-    final_config_path,
-    finished_eval,
-    fmt,
-    load_experiment,
-    seed_summary,
-    train_run,
-)
+from masksal.reproduce import _common as common
 
 # Figure 1C of the paper, LE (%) read off the plot (ImageNet, 1000 classes): K per class -> LE.
 PAPER_FEWSHOT_LE: dict[int, float] = {1: 44.3, 10: 38.5, 125: 37.3}
@@ -53,10 +40,10 @@ def _label(k: int | None) -> str:
     return "all" if k is None else str(k)
 
 
-def run_fewshot(out: str | Path = "runs/reproduce/fewshot", budget: Budget | None = None,
+def run_fewshot(out: str | Path = "runs/reproduce/fewshot", budget: common.Budget | None = None,
                 classifier: str | Path | None = None, config: str | Path | None = None, seeds: int | None = None,
                 steps: int | None = None, overrides: Sequence[str] = (), progress: bool = True,
-                log: Log = print, device: str = "auto") -> dict[str, Any]:
+                log: common.Log = print, device: str = "auto") -> dict[str, Any]:
     """Train the final recipe for each K of the budget; write ``report.md``, ``report.html``, ``results.json``.
 
     Args:
@@ -82,8 +69,8 @@ def run_fewshot(out: str | Path = "runs/reproduce/fewshot", budget: Budget | Non
     out.mkdir(parents=True, exist_ok=True)
     from masksal.config import config_path
 
-    cfg_path = config_path(config) if config is not None else final_config_path()
-    clf = ensure_classifier(out.parent, b, classifier, progress, log, overrides, device)
+    cfg_path = config_path(config) if config is not None else common.final_config_path()
+    clf = common.ensure_classifier(out.parent, b, classifier, progress, log, overrides, device)
     n_seeds = seeds or b.seeds
     runs: dict[str, Any] = {}
     jobs = [(k, seed) for k in b.fewshot_ks for seed in range(n_seeds)]
@@ -93,21 +80,22 @@ def run_fewshot(out: str | Path = "runs/reproduce/fewshot", budget: Budget | Non
         sets = {**b.masker_overrides(seed), "classifier.weights": str(clf)}
         if k is not None:
             sets["data.examples_per_class"] = k
-        cfg = load_experiment(cfg_path, sets, overrides)
-        saved = finished_eval(d, cfg.masker_train.steps)
+        cfg = common.load_experiment(cfg_path, sets, overrides)
+        saved = common.finished_eval(d, cfg.masker_train.steps)
         if saved is not None:
             m = saved
         else:
             log(f"K = {_label(k)} per class, seed {seed}: training {cfg.masker_train.steps} steps "
                 f"({cfg.masker_train.mode.upper()})")
-            train_run(cfg, d, progress, device)
-            m = {**evaluate_masker(d, cfg, clf, b, progress=False, with_sm=False), "steps": cfg.masker_train.steps}
+            common.train_run(cfg, d, progress, device)
+            m = {**common.evaluate_masker(d, cfg, clf, b, progress=False, with_sm=False),
+                 "steps": cfg.masker_train.steps}
             write_json(d / "eval.json", m)
         per_k.setdefault(_label(k), []).append(m)
         log(f"K = {_label(k)}, seed {seed}: LE {m['le']:.1f}, PxAP {m['pxap']:.1f}")
         if seed == n_seeds - 1:
             ms = per_k[_label(k)]
-            mean, std = seed_summary(ms, skip=("steps",))
+            mean, std = common.seed_summary(ms, skip=("steps",))
             runs[_label(k)] = {"mean": mean, "std": std, "seeds": ms,
                                "images_per_class": k if k is not None else
                                cfg.data.n_train // _num_classes(cfg.data.families)}
@@ -115,8 +103,8 @@ def run_fewshot(out: str | Path = "runs/reproduce/fewshot", budget: Budget | Non
     shown = cfg_path.resolve()
     if shown.is_relative_to(Path.cwd()):
         shown = shown.relative_to(Path.cwd())
-    results = {"budget": budget_dict(b), "config": str(shown), "classifier": str(clf), "seeds": n_seeds,
-               "classifier_test_accuracy": classifier_accuracy(clf), "runs": runs, "claim": claim}
+    results = {"budget": common.budget_dict(b), "config": str(shown), "classifier": str(clf), "seeds": n_seeds,
+               "classifier_test_accuracy": common.classifier_accuracy(clf), "runs": runs, "claim": claim}
     write_json(out / "results.json", results)
     (out / "report.md").write_text(fewshot_markdown(results))
     write_fewshot_html(out / "report.html", results)
@@ -150,9 +138,9 @@ def _rows(results: dict[str, Any]) -> list[list[str]]:
     for k, r in results["runs"].items():
         mean, std = r["mean"], r["std"]
         paper = PAPER_FEWSHOT_LE.get(int(k)) if k != "all" else None
-        rows.append([k, *[fmt(mean[key], std[key]) for key in ("le", "om", "f1", "maxboxacc_v2", "pxap")],
-                     fmt(mean.get("mask_mean", math.nan), digits=2), fmt(mean.get("top1", math.nan)),
-                     fmt(paper, digits=1) if paper else ""])
+        rows.append([k, *[common.fmt(mean[key], std[key]) for key in ("le", "om", "f1", "maxboxacc_v2", "pxap")],
+                     common.fmt(mean.get("mask_mean", math.nan), digits=2), common.fmt(mean.get("top1", math.nan)),
+                     common.fmt(paper, digits=1) if paper else ""])
     return rows
 
 
