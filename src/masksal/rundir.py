@@ -27,6 +27,10 @@ class RunLock:
     """Hold ``out/.lock`` while writing a run directory (``fcntl.flock``, released by the OS when
     the process ends, so a killed run leaves no stale lock).
 
+    A run that fails before writing anything leaves no trace: when the lock created the
+    directory and the run ends with an exception while the lock is all it holds, the directory is
+    removed (a bad option or a missing weight file does not leave an empty ``--out`` behind).
+
     Raises:
         RunDirBusyError: on entry, when another live process holds it (the message names its pid).
     """
@@ -35,6 +39,7 @@ class RunLock:
         self.path = Path(out) / LOCK
         self.enabled = enabled
         self._fd: int | None = None
+        self._created: Path | None = None  # the outermost folder the lock had to create
 
     def __enter__(self) -> RunLock:
         if not self.enabled:  # e.g. torchrun's other ranks: rank 0 writes the directory
@@ -43,6 +48,8 @@ class RunLock:
             import fcntl
         except ImportError:  # pragma: no cover - Windows: no advisory locks, run without one
             return self
+        missing = [d for d in (self.path.parent, *self.path.parent.parents) if not d.exists()]
+        self._created = missing[-1] if missing else None
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
@@ -57,7 +64,19 @@ class RunLock:
         self._fd = fd
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
+        if exc_type is not None and self._created is not None and self._fd is not None:
+            try:
+                if [p.name for p in self.path.parent.iterdir()] == [LOCK]:
+                    self.path.unlink()
+                    folder = self.path.parent
+                    while True:  # up to the outermost folder it created, each left empty
+                        folder.rmdir()
+                        if folder == self._created:
+                            break
+                        folder = folder.parent
+            except OSError:  # something appeared meanwhile: keep it
+                pass
         self.release()
 
     def release(self) -> None:

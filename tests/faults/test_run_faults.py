@@ -90,3 +90,21 @@ def test_lock_is_released_after_a_normal_run(trained, tmp_path):
     assert cli("train", "--out", run, "--classifier", trained["classifier"], *TINY_SET, "--quiet").code == 0
     with RunLock(run) as lock:  # free again: entering would raise RunDirBusyError otherwise
         assert lock.path.is_file()
+
+
+def test_a_run_that_fails_before_writing_leaves_no_folder(tmp_path):
+    out = tmp_path / "new" / "run"
+    r = cli("train", "--out", out, "--classifier", tmp_path / "missing.safetensors", *TINY_SET, "--quiet")
+    r.assert_one_line_error("missing.safetensors")
+    assert not (tmp_path / "new").exists()
+
+
+def test_a_failed_run_keeps_a_folder_it_did_not_create(tmp_path):
+    out = tmp_path / "mine"
+    out.mkdir()  # the user's, empty: kept
+    r = cli("train", "--out", out, "--classifier", tmp_path / "missing.safetensors", *TINY_SET, "--quiet")
+    r.assert_one_line_error("missing.safetensors")
+    assert out.is_dir()
+    with pytest.raises(RuntimeError), RunLock(tmp_path / "empty"):  # created here, failed with only the lock
+        raise RuntimeError("boom")
+    assert not (tmp_path / "empty").exists()
