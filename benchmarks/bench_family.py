@@ -22,11 +22,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from masksal.benchmarking import run_benchmark, speed_table
-from masksal.methods import build_loader, load_method, reference_checkpoint
 
+from masksal.cli.specs import build_loader, load_method, reference_checkpoint
 from masksal.data.benchmark import BenchmarkDataset
-from masksal.evaluation import format_table
+from masksal.evaluation import compare_methods, format_table, speed_table
 from masksal.explainers import FIDO, PredictionDifference
 from masksal.explainers.base import Explainer
 from masksal.inpainting import load_inpainter, push_pull_fill, random_holes
@@ -74,6 +73,7 @@ def main() -> None:
 
     spec = f"masker:{args.masker}"
     masker = load_method(spec, None)
+    assert isinstance(masker, Explainer)
     clf = masker.classifier
     _, loader = build_loader("benchmark", "test", 64, args.limit, 16, reference=reference_checkpoint(None, [spec]))
     pda = {"stride": args.pda_stride, "window": args.pda_window, "padding": args.pda_padding}
@@ -97,8 +97,8 @@ def main() -> None:
             raise SystemExit(f"unknown row {row!r}")
     load = os.getloadavg()[0]
     start = time.perf_counter()
-    rows: list[dict[str, Any]] = run_benchmark(methods, clf, loader, metrics=["le_om_f1", "maxboxacc", "pxap"],
-                                               limit=args.limit, progress=False)
+    rows: list[dict[str, Any]] = compare_methods(methods, clf, loader, metrics=["le_om_f1", "maxboxacc", "pxap"],
+                                                 limit=args.limit, progress=False)
     print(f"{args.limit} test images, one torch thread, load average {load:.1f} -> {os.getloadavg()[0]:.1f}, "
           f"{time.perf_counter() - start:.0f} s")
     print(format_table(rows))

@@ -63,7 +63,8 @@ def absent_targets(batch: Batch, num_classes: int, gen: torch.Generator) -> torc
 
 def diagnose(method: str, classifier: str | None, split: str, n: int) -> dict[str, Any]:
     """The numbers of the module docstring for ``method`` on ``n`` pair images of ``split``."""
-    explainer, clf, size, ref = load_evaluated(method, classifier, torch.device("cpu"))
+    explainer, clf, _, size, ref = load_evaluated(method, classifier, torch.device("cpu"), data="benchmark:pairs",
+                                                  split=split, n=n)
     _, loader = build_loader("benchmark:pairs", split, size, n, 64, reference=ref)
     conditional = bool(getattr(explainer, "class_specific", False)) and hasattr(explainer, "explain_targets")
     gen = torch.Generator().manual_seed(0)

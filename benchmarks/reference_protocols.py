@@ -26,10 +26,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from masksal.methods import build_loader, load_method
 
 from masksal.checkpoint import load_classifier, read_meta
 from masksal.classifiers import Classifier
+from masksal.cli.specs import build_loader, load_method
 from masksal.explainers.base import Explainer
 from masksal.metrics import DeletionInsertion, LocalizationError, SaliencyMetric
 from masksal.metrics.faithfulness import trapezoid_auc

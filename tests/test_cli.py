@@ -121,3 +121,41 @@ def test_runtime_options_set_threads_and_pass_one_object(monkeypatch):
         assert not seen[0].progress
     finally:
         torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def weight_file(tmp_path_factory):
+    """A plain torchvision ResNet-18 state dict for the benchmark's 20 classes, as a user saves it."""
+    import torch
+    import torchvision
+
+    path = tmp_path_factory.mktemp("weights") / "resnet18.pt"
+    torch.manual_seed(0)
+    torch.save(torchvision.models.resnet18(num_classes=20).state_dict(), path)
+    return path
+
+
+def test_evaluate_and_benchmark_take_a_weight_file_with_its_architecture(weight_file, tmp_path):
+    r = runner.invoke(app, ["evaluate", "centre", "--classifier", str(weight_file), "--arch", "resnet18",
+                            "--size", "64", "--num-images", "8", "--metrics", "le_om_f1", "--val-split", "none",
+                            "--out", str(tmp_path / "e.json"), "-q", "--threads", "1"])
+    assert r.exit_code == 0, r.output
+    res = json.loads((tmp_path / "e.json").read_text())
+    assert res["images"] == 8 and 0.0 <= res["top1"] <= 100.0
+    r = runner.invoke(app, ["benchmark", "--methods", "gradcam,centre", "--classifier", str(weight_file),
+                            "--arch", "resnet18", "--num-images", "4", "--metrics", "le_om_f1", "--no-ci",
+                            "--out", str(tmp_path / "b"), "-q", "--threads", "1"])
+    assert r.exit_code == 0, r.output
+    res = json.loads((tmp_path / "b" / "benchmark.json").read_text())["results"]
+    assert [x["method"] for x in res] == ["gradcam", "centre"] and all(x["images"] == 4 for x in res)
+
+
+def test_weight_file_errors_are_one_line(weight_file, ckpts):
+    r = runner.invoke(app, ["evaluate", "centre", "--classifier", str(weight_file), "--num-images", "4"])
+    assert r.exit_code == 2 and "--arch" in r.output and len(r.output.strip().splitlines()) == 1, r.output
+    r = runner.invoke(app, ["evaluate", "centre", "--classifier", str(weight_file), "--arch", "resnet18",
+                            "--num-classes", "7", "--size", "32", "--num-images", "4"])
+    assert r.exit_code == 2 and str(weight_file) in r.output and len(r.output.strip().splitlines()) == 1, r.output
+    r = runner.invoke(app, ["evaluate", "centre", "--classifier", str(ckpts / "clf"), "--arch", "resnet18",
+                            "--num-images", "4"])
+    assert r.exit_code == 2 and "checkpoint folder" in r.output, r.output

@@ -26,6 +26,11 @@ app.add_typer(data_app, name="data")
 DataOpt = Annotated[str, typer.Option(
     help="benchmark, benchmark:pairs (two objects per image), imagefolder:DIR, folder:DIR (unlabelled: top-1 "
          "explained), imagenet:ROOT, cub:ROOT, wsol:METADATA:IMAGES.")]
+ArchOpt = Annotated[str | None, typer.Option(
+    help="Architecture of a --classifier weight file: a torchvision name (resnet50, efficientnet_b0, ...), "
+         "timm:NAME or small_resnet18.")]
+NumClassesOpt = Annotated[int | None, typer.Option(
+    min=1, help="Outputs of a --classifier weight file (default: the data's class count).")]
 METRIC_HELP = ("Comma-separated: le_om_f1, maxboxacc, pxap, sm, deletion_insertion, road, pointing_game, "
                "class_sensitivity (on benchmark:pairs).")
 
@@ -108,8 +113,11 @@ def evaluate(
                                           "options (gradcam, rise:n_masks=500, ...).")],
     data: DataOpt = "benchmark",
     classifier: Annotated[str | None, typer.Option(
-        help="Classifier checkpoint (default: the masker's). For a masker trained alongside its classifier (CA), "
-             "the classifier it started from: the metrics that run a classifier then use that one.")] = None,
+        help="Classifier checkpoint (default: the masker's), or a weight file with --arch. For a masker trained "
+             "alongside its classifier (CA), the classifier it started from: the metrics that run a classifier then "
+             "use that one.")] = None,
+    arch: ArchOpt = None,
+    num_classes: NumClassesOpt = None,
     split: Annotated[str, typer.Option(help="Split to evaluate.")] = "test",
     val_split: Annotated[str | None, typer.Option(
         help="Choose MaxBoxAcc thresholds on this split (no leakage); 'none' to skip.")] = "val",
@@ -135,7 +143,7 @@ def evaluate(
     explains its part of the split, the metrics are summed, rank 0 prints and writes the result.
     """
     from masksal.checkpoint import write_json
-    from masksal.cli.specs import build_dataset, check_classes, load_evaluated, method_label
+    from masksal.cli.specs import build_dataset, load_evaluated, method_label
     from masksal.distributed import is_main_process, process_device, torchrun_session
     from masksal.evaluation import evaluate_sharded, format_table
 
@@ -145,10 +153,8 @@ def evaluate(
     with torchrun_session(runtime.device):
         main = is_main_process()
         dev = process_device(runtime.device)
-        explainer, clf, native_size, ref = load_evaluated(method, classifier, dev)
-        img = size or native_size
-        ds = build_dataset(data, split, img, n, reference=ref)
-        check_classes(ds, clf, data)
+        explainer, clf, ds, img, ref = load_evaluated(method, classifier, dev, arch, num_classes, data, split, n,
+                                                      size)
         val_ds = None
         if val_split and val_split != "none" and "maxboxacc" in names:
             val_ds = build_dataset(data, val_split, img, n, reference=ref)
@@ -174,7 +180,10 @@ def benchmark(
     methods: Annotated[str, typer.Option(help="Comma-separated method specs: masker:CKPT, gradcam, "
                                          "'rise:n_masks=4000', ep, ... (options after ':', split by ';' "
                                          "when several).")],
-    classifier: Annotated[str | None, typer.Option(help="Classifier checkpoint (default: the first masker's).")] = None,
+    classifier: Annotated[str | None, typer.Option(
+        help="Classifier checkpoint (default: the first masker's), or a weight file with --arch.")] = None,
+    arch: ArchOpt = None,
+    num_classes: NumClassesOpt = None,
     data: DataOpt = "benchmark",
     split: Annotated[str, typer.Option(help="Split to evaluate.")] = "test",
     n: NumImagesOpt = 2000,
@@ -227,7 +236,10 @@ def benchmark(
     dev = resolve_device(runtime.device)
     runs = [expand_runs(spec) for spec in specs]
     flat = [r for group in runs for r in group]
-    clf = resolve_classifier(classifier, flat, dev)
+    size = image_size_of(classifier, flat)
+    ds, loader = build_loader(data, split, size, n, batch_size, reference=reference_checkpoint(classifier, flat))
+    clf = resolve_classifier(classifier, flat, dev, arch, num_classes, ds)
+    check_classes(ds, clf, data)
     rows_to_run: list[tuple[str, list[str]]] = []
     for spec, group in zip(specs, runs, strict=True):
         chosen = tuning.get(spec)
@@ -246,9 +258,6 @@ def benchmark(
         elif label == group[0]:
             label = method_label(label, explainers[0])
         loaded.append((label, explainers))
-    size = image_size_of(classifier, flat)
-    ds, loader = build_loader(data, split, size, n, batch_size, reference=reference_checkpoint(classifier, flat))
-    check_classes(ds, clf, data)
     rows = compare_methods([(label, es if len(es) > 1 else es[0]) for label, es in loaded], clf, loader,
                            metrics=names, limit=limit, progress=runtime.progress,
                            metric_options=_metric_options(metric_option), ci=ci_resamples if ci else 0,

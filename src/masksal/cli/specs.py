@@ -9,7 +9,7 @@ see :func:`masksal.explainers.parse_method_spec`. A data spec is ``benchmark`` o
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -57,23 +57,75 @@ def method_label(spec: str, explainer: Any) -> str:
     return name if name.startswith("masker:") else spec
 
 
-def load_evaluated(method: str, classifier: str | None, device: torch.device
-                   ) -> tuple[SupportsExplain, Classifier, int, Path | DataConfig | None]:
-    """``(explainer, classifier, image size, data reference)`` for ``evaluate``, each file read once:
-    a masker without ``--classifier`` brings its classifier, image size and training data."""
+class Evaluated(NamedTuple):
+    """What ``evaluate`` runs: the method, its classifier, the dataset, the image size and the data
+    reference (a checkpoint or data config saying which benchmark classes the labels mean)."""
+
+    explainer: SupportsExplain
+    classifier: Classifier
+    dataset: Dataset
+    size: int
+    reference: Path | DataConfig | None
+
+
+def load_evaluated(method: str, classifier: str | None, device: torch.device, arch: str | None = None,
+                   num_classes: int | None = None, data: str = "benchmark", split: str = "test", n: int = 2000,
+                   size: int | None = None) -> Evaluated:
+    """The method, classifier and dataset for ``evaluate``, each file read once:
+    a masker without ``--classifier`` brings its classifier, image size and training data; a
+    weight file as ``--classifier`` is built as ``arch`` with the dataset's classes (or
+    ``num_classes``). ``size`` overrides the image size (default: the classifier's, 224 for a
+    weight file)."""
     if classifier is None and is_masker_spec(method):
         explainer = load_method(method, None, device)
         info = dict(getattr(explainer, "info", {}))
         cfg = info.get("config")
-        return (explainer, explainer.classifier, int(info.get("image_size", 224)),  # type: ignore[attr-defined]
-                cfg.data if cfg is not None else masker_path(method))
-    clf = resolve_classifier(classifier, [method], device)
-    explainer = load_method(method, clf, device)
-    return explainer, clf, image_size_of(classifier, [method]), reference_checkpoint(classifier, [method])
+        ref: Path | DataConfig | None = cfg.data if cfg is not None else masker_path(method)
+        clf: Classifier = explainer.classifier  # type: ignore[attr-defined]
+        size = size or int(info.get("image_size", 224))
+        ds = build_dataset(data, split, size, n, reference=ref)
+    else:
+        ref = reference_checkpoint(classifier, [method])
+        size = size or image_size_of(classifier, [method])
+        ds = build_dataset(data, split, size, n, reference=ref)
+        clf = resolve_classifier(classifier, [method], device, arch, num_classes, ds)
+        explainer = load_method(method, clf, device)
+    check_classes(ds, clf, data)
+    return Evaluated(explainer, clf, ds, size, ref)
 
 
-def resolve_classifier(classifier: str | None, methods: list[str], device: str | torch.device) -> Classifier:
-    """The classifier to evaluate: ``--classifier`` if given, else the first masker's."""
+def is_weight_file(classifier: str | None) -> bool:
+    """Whether ``--classifier`` names a weight file (not a checkpoint folder)."""
+    return classifier is not None and Path(classifier).is_file()
+
+
+def resolve_classifier(classifier: str | None, methods: list[str], device: str | torch.device,
+                       arch: str | None = None, num_classes: int | None = None,
+                       dataset: Dataset | None = None) -> Classifier:
+    """The classifier to evaluate: ``--classifier`` if given, else the first masker's.
+
+    ``--classifier`` is a checkpoint folder, or a weight file (``.safetensors``, ``.pt``) of the
+    architecture ``arch`` (``--arch``) with ``num_classes`` outputs (default: ``dataset``'s).
+    """
+    if classifier is not None and is_weight_file(classifier):
+        from masksal.classifiers import create_classifier
+        from masksal.training import dataset_num_classes
+
+        if not arch:
+            raise ValueError(f"--classifier {classifier} is a weight file: name its architecture with --arch "
+                             "(resnet18, efficientnet_b0, timm:vit_small_patch16_224, small_resnet18, ...)")
+        if num_classes is None:
+            if dataset is None:
+                raise ValueError(f"--classifier {classifier}: pass --num-classes (its number of outputs)")
+            try:
+                num_classes = dataset_num_classes(dataset)
+            except ValueError:
+                raise ValueError(f"--classifier {classifier}: the data do not say how many classes there are; "
+                                 "pass --num-classes (its number of outputs, e.g. 1000 for ImageNet)") from None
+        return create_classifier(arch, num_classes, weights=classifier).to(device).eval()
+    if arch is not None or num_classes is not None:
+        raise ValueError("--arch and --num-classes describe a --classifier weight file; a checkpoint folder "
+                         "already says both")
     if classifier is not None:
         return load_classifier(classifier, device=device)
     for spec in methods:
@@ -83,8 +135,10 @@ def resolve_classifier(classifier: str | None, methods: list[str], device: str |
 
 
 def reference_checkpoint(classifier_ckpt: str | None, methods: list[str]) -> Path | None:
-    """The checkpoint whose training data describe the evaluation data (size, benchmark families)."""
-    for spec in ([classifier_ckpt] if classifier_ckpt else []) + [m for m in methods if is_masker_spec(m)]:
+    """The checkpoint whose training data describe the evaluation data (size, benchmark families):
+    the classifier's or the first masker's (a weight file has none)."""
+    specs = [classifier_ckpt] if classifier_ckpt and not is_weight_file(classifier_ckpt) else []
+    for spec in specs + [m for m in methods if is_masker_spec(m)]:
         return masker_path(spec)
     return None
 

@@ -9,7 +9,7 @@ import typer
 
 from masksal.cli import app
 from masksal.cli.common import BatchOpt, NumImagesOpt, Runtime, errors, runtime_options
-from masksal.cli.evaluate import DataOpt, MetricOptionOpt, _metric_options, split_methods
+from masksal.cli.evaluate import ArchOpt, DataOpt, MetricOptionOpt, NumClassesOpt, _metric_options, split_methods
 
 
 @app.command(epilog="Example: masksal tune rise,ep --classifier runs/demo/masker_fix --limit 32 --out runs/tune; "
@@ -21,7 +21,10 @@ def tune(
         help="Comma-separated method specs, each tuned in turn from its authors' settings (the class defaults and "
              "the options given, e.g. 'rise,ep,gradcam' or 'rise:batch_size=256').")],
     classifier: Annotated[str, typer.Option(
-        help="Checkpoint of the classifier the maps explain (a classifier or masker checkpoint).")],
+        help="Checkpoint of the classifier the maps explain (a classifier or masker checkpoint), or a weight file "
+             "with --arch.")],
+    arch: ArchOpt = None,
+    num_classes: NumClassesOpt = None,
     grid: Annotated[list[str] | None, typer.Option(
         help="Override a method's declared TUNING_GRID (repeatable): "
              "'rise:grid_size=[5,7,9];p=[0.25,0.5]'; a list-valued option as a list of lists.")] = None,
@@ -78,9 +81,9 @@ def tune(
         grids[explainer_factory(name)] = values
     options = _metric_options(metric_option)
     dev = resolve_device(runtime.device)
-    clf = resolve_classifier(classifier, [], dev)
     size = image_size_of(classifier, [])
     ds, loader = build_loader(data, split, size, n, batch_size, reference=reference_checkpoint(classifier, []))
+    clf = resolve_classifier(classifier, [], dev, arch, num_classes, ds)
     check_classes(ds, clf, data)
     if split == "test":
         typer.echo("note: tuning on the test split; report numbers on another split", err=True)
