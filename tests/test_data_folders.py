@@ -13,7 +13,7 @@ import torch
 from data_files import assert_one_line, image, write
 from torchvision.datasets import ImageFolder
 
-from masksal.data import ClassFolderDataset, ImageFolderDataset, MetadataError, load_dataset
+from masksal.data import ClassFolderDataset, MetadataError, UnlabelledFolderDataset, load_dataset
 from masksal.types import collate
 
 
@@ -26,19 +26,19 @@ def test_folder_recursion_order_and_original_size(tmp_path: Path) -> None:
     image(tmp_path / "._resource_fork.png", 5, 5)
     write(tmp_path / "notes.txt", "not an image")
     ds = load_dataset(f"folder:{tmp_path}", split="whatever", size=4)
-    assert isinstance(ds, ImageFolderDataset)
+    assert isinstance(ds, UnlabelledFolderDataset)
     assert ds.ids == ["A.jpeg", "a/b/c.PNG", "a/z.jpg", "b.png"]
     assert ds.num_classes is None and ds.classes is None
     sample = ds[3]
     assert sample["orig_size"] == (10, 20) and sample["label"] == -1
     assert sample["image"].shape == (3, 4, 4) and sample["boxes"].shape == (0, 4)
-    full = ImageFolderDataset(tmp_path, resize="none")
+    full = UnlabelledFolderDataset(tmp_path, resize="none")
     assert full[1]["image"].shape == (3, 9, 7)
     with pytest.raises(MetadataError, match="missing image folder"):
-        ImageFolderDataset(tmp_path / "a/b/c.PNG")
+        UnlabelledFolderDataset(tmp_path / "a/b/c.PNG")
     (tmp_path / "empty").mkdir()
     with pytest.raises(MetadataError, match="no images"):
-        ImageFolderDataset(tmp_path / "empty")
+        UnlabelledFolderDataset(tmp_path / "empty")
     with pytest.raises(ValueError, match="unknown dataset spec"):
         load_dataset(f"images:{tmp_path}")
 
@@ -171,3 +171,10 @@ def test_imagefolder_augmentation_rule_and_determinism(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="augmentation needs an output size"):
         ClassFolderDataset(tmp_path, "train", resize="none", augment=True)
     assert ClassFolderDataset(tmp_path, "train", resize="none").augment is None
+
+
+def test_former_name_of_the_unlabelled_folder_still_works_with_a_warning():
+    import masksal.data as data
+
+    with pytest.warns(DeprecationWarning, match="UnlabelledFolderDataset"):
+        assert data.ImageFolderDataset is data.UnlabelledFolderDataset

@@ -13,7 +13,7 @@ from masksal.data.base import LocalizationDataset, collate_skip_errors, error_sa
 from masksal.data.benchmark import CLASS_NAMES, BenchmarkDataset, generate
 from masksal.data.cub import CUBDataset
 from masksal.data.export import WSOLExport, export_wsol
-from masksal.data.folders import ClassFolderDataset, ImageFolderDataset
+from masksal.data.folders import ClassFolderDataset, UnlabelledFolderDataset
 from masksal.data.imagenet import ImageNetValDataset, read_synset_mapping
 from masksal.data.images import (
     IMAGE_EXTENSIONS,
@@ -38,7 +38,7 @@ __all__ = [
     "BenchmarkDataset",
     "CUBDataset",
     "ClassFolderDataset",
-    "ImageFolderDataset",
+    "UnlabelledFolderDataset",
     "ImageNetValDataset",
     "ImageReadError",
     "LocalizationDataset",
@@ -59,3 +59,15 @@ __all__ = [
     "read_mask",
     "read_synset_mapping",
 ]
+
+
+def __getattr__(name: str) -> object:
+    """``ImageFolderDataset``, the former name of :class:`UnlabelledFolderDataset`, with a warning:
+    the name read as torchvision's labelled ``ImageFolder``, which is ``ClassFolderDataset``."""
+    if name == "ImageFolderDataset":
+        import warnings
+
+        warnings.warn("masksal.data.ImageFolderDataset is now UnlabelledFolderDataset (unlabelled images; "
+                      "one subfolder per class is ClassFolderDataset)", DeprecationWarning, stacklevel=2)
+        return UnlabelledFolderDataset
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -14,12 +14,12 @@ from masksal.data.base import LocalizationDataset, Record, image_files, is_image
 from masksal.data.images import ResizeMode
 from masksal.data.metadata import MetadataError
 
-__all__ = ["ClassFolderDataset", "ImageFolderDataset"]
+__all__ = ["ClassFolderDataset", "UnlabelledFolderDataset"]
 
 SPLITS = ("train", "val", "test", "all")
 
 
-class ImageFolderDataset(LocalizationDataset):
+class UnlabelledFolderDataset(LocalizationDataset):
     """Every image under a folder, for explanation only (no labels, no ground truth).
 
     Files with a common image extension (:data:`~masksal.data.images.IMAGE_EXTENSIONS`,

@@ -7,7 +7,7 @@ from typing import Any
 from masksal.data.base import LocalizationDataset
 from masksal.data.benchmark import BenchmarkDataset
 from masksal.data.cub import CUBDataset
-from masksal.data.folders import ClassFolderDataset, ImageFolderDataset
+from masksal.data.folders import ClassFolderDataset, UnlabelledFolderDataset
 from masksal.data.imagenet import ImageNetValDataset
 from masksal.data.images import ResizeMode
 from masksal.data.wsol import WSOLDataset
@@ -47,7 +47,7 @@ def load_dataset(
       per class (``split`` "train", "val", "test" or "all"; keywords ``val_fraction`` (0.1),
       ``split_seed`` (0), ``augment`` (``None``: on for a small training split),
       ``augment_seed`` (0)).
-    * ``"folder:<dir>"``: :class:`~masksal.data.folders.ImageFolderDataset`, unlabelled images for
+    * ``"folder:<dir>"``: :class:`~masksal.data.folders.UnlabelledFolderDataset`, unlabelled images for
       explanation only (``split`` is ignored, but ``"train"`` is refused).
 
     Args:
@@ -101,5 +101,5 @@ def load_dataset(
         if require_labels or split == "train":
             raise ValueError(f"folder:{root} has no labels and is for explanation only; to train (or to score "
                              f"label-based metrics) use imagefolder:{root} with one subfolder per class")
-        return ImageFolderDataset(rest or kw.pop("root"), size=size, resize=resize, **kw)
+        return UnlabelledFolderDataset(rest or kw.pop("root"), size=size, resize=resize, **kw)
     raise ValueError(f"unknown dataset spec {spec!r}: expected " + ", ".join(repr(f) for f in SPEC_FORMS))
