@@ -7,13 +7,13 @@ Prints a table of images per second by image size and writes JSON (default
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import time
 from pathlib import Path
 
 import cv2
 import numpy as np
+from _common import save_json
 
 from masksal.data import sources
 from masksal.data.benchmark import GENERATOR_VERSION, generate
@@ -66,9 +66,7 @@ def main() -> None:
         "source_loading_s": load_s,
         "rows": rows,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2))
-    print(f"wrote {args.out}")
+    save_json(args.out, result)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,6 @@ free core. With one GPU per process each process has its own device.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -30,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from _common import save_json
 
 from masksal.classifiers import create_classifier
 from masksal.config import load_config
@@ -122,10 +122,7 @@ def main() -> None:
         print(f"{r['training']:12s} {r['processes']:9d} {r['threads_per_process']:7d} "
               f"{'on' if r['sync_batchnorm'] else 'off':>7s} {r['per_process_batch']:10d} "
               f"{r['images_per_second']:9.1f} {r['relative_to_1_process_1_thread']:6.2f}x")
-    out_path = Path(args.out)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    out_path.write_text(json.dumps({"device": device, "note": note, "args": vars(args), "rows": rows}, indent=2))
-    print(f"wrote {out_path}")
+    save_json(args.out, {"device": device, "note": note, "args": vars(args), "rows": rows})
 
 
 if __name__ == "__main__":

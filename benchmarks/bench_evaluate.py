@@ -14,14 +14,13 @@ depend on training).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 import torch
+from _common import save_json
 from torch.utils.data import DataLoader
 
 from masksal.checkpoint import load_masker
@@ -108,11 +107,8 @@ def main() -> None:
     for r in rows:
         print(f"{r['what']:32s} {r['seconds']:8.2f} s  {r['ratio']:5.2f}x explain-only   "
               f"CPU {r['cpu_seconds_this_process']:8.2f} s  {r['cpu_ratio']:5.2f}x")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"args": vars(args), "load_average": load, "maxboxacc_backend": backend,
-                               "maxboxacc_first_call_seconds": first_call_s, "rows": rows}, indent=2))
-    print(f"wrote {out}")
+    save_json(args.out, {"args": vars(args), "load_average": load, "maxboxacc_backend": backend,
+                         "maxboxacc_first_call_seconds": first_call_s, "rows": rows})
 
 
 if __name__ == "__main__":

@@ -33,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _common import save_json
 from PIL import Image
 
 from masksal.checkpoint import load_masker, read_meta
@@ -192,14 +193,11 @@ def main() -> None:
         print(f"{args.huge_size} x {args.huge_size} PNG: peak RSS {huge['peak_mb']:.0f} MB, "
               f"{huge['peak_mb'] - huge['baseline_mb']:.0f} MB above the model-loaded process "
               f"({huge['baseline_mb']:.0f} MB); {huge['seconds']:.1f} s")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     record = {"device": device, "masker": source, "image_size": size,
               "args": vars(args) | {"checkpoint": str(args.checkpoint), "root": args.root or tempfile.gettempdir()},
               "rows": rows, "median_ms_per_image": {k: 1000 * v / args.images for k, v in medians.items()},
               "file_creation_ms": creation_ms, "huge": huge}
-    out.write_text(json.dumps(record, indent=2, default=str))
-    print(f"wrote {out}")
+    save_json(args.out, record)
 
 
 if __name__ == "__main__":

@@ -22,17 +22,16 @@ pyramid, built once per call), and the mask builder alone (forward and backward)
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
 import time
 from collections.abc import Callable
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 import torch
+from _common import save_json
 from captum.attr import LayerAttribution, LayerGradCam
 
 from masksal.classifiers import Classifier, create_classifier
@@ -233,13 +232,10 @@ def main() -> None:
               f"mask share of the step {100 * sec['mask_share_of_step']['current']:.0f}% vs "
               f"{100 * sec['mask_share_of_step']['former']:.0f}%; maps differ by at most "
               f"{sec['max_abs_map_difference']:.1e}")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"device": device_name, "torch": torch.__version__, "args": vars(args),
-                               "settings": "paper" if args.paper else "small",
-                               "load_average_1min": [load_before[0], load_after[0]], "rows": rows,
-                               "extremal_perturbation_mask": ep_section}, indent=2))
-    print(f"wrote {out}")
+    save_json(args.out, {"device": device_name, "torch": torch.__version__, "args": vars(args),
+                         "settings": "paper" if args.paper else "small",
+                         "load_average_1min": [load_before[0], load_after[0]], "rows": rows,
+                         "extremal_perturbation_mask": ep_section})
 
 
 if __name__ == "__main__":

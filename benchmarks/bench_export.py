@@ -20,7 +20,6 @@ Prints a table and writes JSON.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import tempfile
@@ -31,6 +30,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from _common import save_json
 
 from masksal.classifiers import create_classifier
 from masksal.export import ClassifyAndExplain, export_masker, require
@@ -152,10 +152,7 @@ def main() -> None:
     for r in results:
         print(f"{r['model']}: exported in {r['export_seconds']:.0f} s, {r['onnx_mb']:.1f} MB; onnxruntime vs "
               f"eager max |diff|: logits {r['max_abs_diff']['logits']:.1e}, maps {r['max_abs_diff']['maps']:.1e}")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"device": device, "args": vars(args), "results": results}, indent=2))
-    print(f"wrote {out}")
+    save_json(args.out, {"device": device, "args": vars(args), "results": results})
 
 
 if __name__ == "__main__":

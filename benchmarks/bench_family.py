@@ -15,13 +15,12 @@ trained with the recipe of docs/methods.md. One torch thread; prints tables, wri
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import time
-from pathlib import Path
 from typing import Any
 
 import torch
+from _common import save_json
 
 from masksal.cli.specs import build_loader, load_method, reference_checkpoint
 from masksal.data.benchmark import BenchmarkDataset
@@ -62,13 +61,11 @@ def main() -> None:
     ap.add_argument("--out", default="runs/bench/family.json")
     args = ap.parse_args()
     torch.set_num_threads(1)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     if args.rows == "inpainter":
         errors = inpainter_errors(args.inpainter)
         for name, row in errors.items():
             print(f"{name:28s} " + "  ".join(f"{k} {v:.4f}" for k, v in row.items()))
-        out.write_text(json.dumps(errors, indent=2))
+        save_json(args.out, errors)
         return
 
     spec = f"masker:{args.masker}"
@@ -103,8 +100,7 @@ def main() -> None:
           f"{time.perf_counter() - start:.0f} s")
     print(format_table(rows))
     print(speed_table(rows))
-    out.write_text(json.dumps(rows, indent=2, default=str))
-    print(f"wrote {out}")
+    save_json(args.out, rows)
 
 
 if __name__ == "__main__":

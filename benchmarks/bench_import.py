@@ -9,12 +9,12 @@ repeats is reported: the difference is what masksal adds. Prints a table and wri
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import subprocess
 import sys
-from pathlib import Path
+
+from _common import save_json
 
 BASE = "import torch, torchvision"
 WITH = ("import torch, torchvision; import masksal; "
@@ -48,11 +48,8 @@ def main() -> None:
     print(f"{'  + masksal and its public API':45s} {med['with']:6.2f} s  (masksal adds {adds:.2f} s)")
     print(f"{'  + masksal.cli (what `masksal --help` loads)':45s} {med['cli']:6.2f} s  "
           f"(adds {med['cli'] - med['base']:.2f} s)")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"runs": runs, "median": med, "masksal_adds": med["with"] - med["base"],
-                               "cli_adds": med["cli"] - med["base"], "load_average": load}, indent=2))
-    print(f"wrote {out}")
+    save_json(args.out, {"runs": runs, "median": med, "masksal_adds": med["with"] - med["base"],
+                         "cli_adds": med["cli"] - med["base"], "load_average": load})
 
 
 if __name__ == "__main__":

@@ -32,16 +32,15 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import platform
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 import yaml
+from _common import save_json
 
 from masksal.classifiers import Classifier, create_classifier
 from masksal.config import load_config
@@ -231,11 +230,8 @@ def main() -> None:
         if "cost_in_classifier_steps" in r:
             rel = f"costs {r['cost_in_classifier_steps']:.2f} classifier steps"
         print(f"{r['what']:42s} {r['per_second']:10.1f} {r['unit']:9s} {rel}")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"device": device_name, "args": vars(args), "taps": clf.taps, "parameters": params,
-                               "variants": variants, "rows": rows}, indent=2))
-    print(f"wrote {out}")
+    save_json(args.out, {"device": device_name, "args": vars(args), "taps": clf.taps, "parameters": params,
+                         "variants": variants, "rows": rows})
 
 
 if __name__ == "__main__":

@@ -21,14 +21,13 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 import platform
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import torch
+from _common import save_json
 
 from masksal.classifiers import create_classifier
 from masksal.explainers import create_explainer
@@ -130,10 +129,7 @@ def main() -> None:
     for r in rows:
         rel = f"{1 / r['ratio_to_classifier_forward']:.2f}x" if "ratio_to_classifier_forward" in r else ""
         print(f"{r['what']:32s} {r['k']:3d} {r['per_second']:10.1f} {r['unit']:9s} {r['forwards']:8d}  {rel}")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"device": device_name, "args": vars(args), "rows": rows}, indent=2))
-    print(f"wrote {out}")
+    save_json(args.out, {"device": device_name, "args": vars(args), "rows": rows})
 
 
 if __name__ == "__main__":

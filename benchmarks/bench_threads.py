@@ -11,14 +11,13 @@ extra busy processes (pure CPU loops) competing for the cores, and reports what
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing as mp
 import os
 import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from _common import save_json
 
 from masksal.classifiers import create_classifier
 from masksal.cli.common import default_threads
@@ -100,11 +99,7 @@ def main() -> None:
             stop.set()
             for p in spinners:
                 p.join()
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"cores": cores, "torch_default_threads": torch.get_num_threads(), "rows": rows},
-                              indent=2))
-    print(f"wrote {out}")
+    save_json(args.out, {"cores": cores, "torch_default_threads": torch.get_num_threads(), "rows": rows})
 
 
 if __name__ == "__main__":

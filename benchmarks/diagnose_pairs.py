@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from _common import save_json
 
 from masksal.cli.specs import build_loader, load_evaluated
 from masksal.metrics.boxes import box_iou, clip_boxes, largest_component_boxes
@@ -125,7 +126,7 @@ def main() -> None:
     out = diagnose(args.method, args.classifier, args.split, args.n)
     print(json.dumps(out, indent=1))
     if args.out:
-        args.out.write_text(json.dumps(out, indent=1) + "\n")
+        save_json(args.out, out)
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from _common import save_json
 
 from masksal.checkpoint import load_classifier, read_meta
 from masksal.classifiers import Classifier
@@ -147,8 +148,7 @@ def main() -> None:
            "boxes": box_metrics(masker, clf, original, loader, args.box_images),
            "deletion_insertion": deletion_insertion(masker, clf, loader, args.di_images)}
     print(json.dumps(out, indent=1))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(out, indent=1))
+    save_json(args.out, out)
 
 
 if __name__ == "__main__":

@@ -6,11 +6,12 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-SCRIPTS = sorted((ROOT / "benchmarks").glob("*.py"))
+SCRIPTS = sorted(p for p in (ROOT / "benchmarks").glob("*.py") if not p.name.startswith("_"))
 
 PROBE = """
-import runpy, sys
+import os, runpy, sys
 failed = []
+sys.path.insert(0, os.path.dirname(os.path.abspath(sys.argv[1])))  # as `python benchmarks/x.py` has it
 for path in sys.argv[1:]:
     sys.argv = [path, "--help"]
     try:
