@@ -70,6 +70,17 @@ def test_independent_randomization_changes_one_unit_at_a_time(model):
     assert _changed(before, model) == set()
 
 
+def test_bottom_up_cascading_randomizes_from_the_input(model):
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    seen = []
+    for unit in cascading_randomization(model, order="bottom_up"):
+        seen.append(unit)
+        assert _changed(before, model) == _params_of(model, seen)
+    assert seen == UNITS and _changed(before, model) == set()
+    with pytest.raises(ValueError, match="order"):
+        next(cascading_randomization(model, order="sideways"))
+
+
 def test_abandoned_randomization_restores_the_model_and_is_seeded(model):
     before = {k: v.clone() for k, v in model.state_dict().items()}
     gen = cascading_randomization(model, seed=3)
@@ -118,7 +129,7 @@ def test_sanity_checks_run_end_to_end_on_a_tiny_masker(tmp_path):
     train_classifier(load_config(None, TINY), clf_dir, progress=False)
     train_masker(load_config(None, [*TINY, f"classifier.weights={clf_dir}"]), masker_dir, progress=False)
     budget = SanityBudget(n_images=6, retrain_steps=1, retrain_images=24, data_epochs=1, data_masker_steps=1,
-                          batch_size=8)
+                          batch_size=8, smooth_samples=2)
     res = run_sanity_checks(masker_dir, tmp_path / "out", budget=budget, progress=False, log=lambda _m: None)
     assert list(res["cascading"]) == UNITS[::-1] and list(res["independent"]) == UNITS[::-1]
     top = res["cascading"]["fc"]
@@ -133,3 +144,8 @@ def test_sanity_checks_run_end_to_end_on_a_tiny_masker(tmp_path):
     md = (tmp_path / "out" / "report.md").read_text()
     assert f"| masker | {top['masker']['spearman']:.2f} |" in md  # the fc column of the cascading table
     assert "| shuffled labels |" in md
+    # The repaired tests: smooth MPRT bottom-up over every unit, efficient MPRT for every method.
+    assert list(res["smooth_mprt"]) == UNITS and set(res["smooth_mprt"]["fc"]) == {"masker", "gradcam", "saliency"}
+    assert set(res["efficient_mprt"]) == {"masker", "gradcam", "saliency", "masker_retrained"}
+    assert all(0.0 <= d["pass_rate"] <= 1.0 and d["entropy_trained"] >= 0 for d in res["efficient_mprt"].values())
+    assert "Efficient MPRT" in html and "Smooth MPRT" in html and "## Efficient MPRT" in md

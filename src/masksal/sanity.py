@@ -104,7 +104,7 @@ def _snapshot(module: nn.Module) -> dict[str, Tensor]:
 
 
 def cascading_randomization(model: nn.Module, units: Sequence[str] | None = None, seed: int = 0,
-                            depth: int = 2) -> Iterator[str]:
+                            depth: int = 2, order: str = "top_down") -> Iterator[str]:
     """Randomize ``units`` from the top down, cumulatively; yield each unit's name once it is done.
 
     While the caller handles the value ``u`` of step ``k``, the units ``units[-1] ... u`` (the
@@ -116,16 +116,20 @@ def cascading_randomization(model: nn.Module, units: Sequence[str] | None = None
         units: unit names, input to output; default :func:`parameterized_units`.
         seed: seed of the random draws.
         depth: passed to :func:`parameterized_units` when ``units`` is None.
+        order: ``"top_down"`` (Adebayo et al.) or ``"bottom_up"`` (from the input up, the order
+            of the smooth MPRT, :mod:`masksal.mprt`).
 
     Example:
         >>> for unit in cascading_randomization(clf.model):      # doctest: +SKIP
         ...     maps = masker.mask_logits(images)            # top units random
     """
+    if order not in ("top_down", "bottom_up"):
+        raise ValueError(f"order must be 'top_down' or 'bottom_up', got {order!r}")
     names = list(units) if units is not None else parameterized_units(model, depth)
     original = _snapshot(model)
     g = torch.Generator().manual_seed(seed)
     try:
-        for name in reversed(names):
+        for name in (reversed(names) if order == "top_down" else names):
             randomize_unit(model.get_submodule(name), g)
             yield name
     finally:
@@ -284,6 +288,9 @@ class SanityBudget:
         data_epochs: classifier epochs of the data randomization (shuffled and true labels).
         data_masker_steps: masker steps for each of those two classifiers.
         batch_size: masker batch size while (re)training.
+        smooth_samples: noisy copies per image of the smooth MPRT (:mod:`masksal.mprt`; 0: skip it).
+        smooth_noise: its noise, as a fraction of each image's value range.
+        entropy_bins: histogram bins of the efficient MPRT's entropy.
     """
 
     n_images: int = 64
@@ -292,6 +299,9 @@ class SanityBudget:
     data_epochs: int = 10
     data_masker_steps: int = 100
     batch_size: int = 32
+    smooth_samples: int = 50
+    smooth_noise: float = 0.1
+    entropy_bins: int = 100
 
 
 def _explainers(masker: Masker, methods: Sequence[str]) -> dict[str, Callable[[Tensor, Tensor], Tensor]]:
@@ -307,8 +317,9 @@ def _explainers(masker: Masker, methods: Sequence[str]) -> dict[str, Callable[[T
     return out
 
 
-def _abs_centre(method: str) -> float | None:
-    # The paper's code centres its "absolute" variant at 0.5 (for masks); gradient maps use |m|.
+def method_abs_centre(method: str) -> float | None:
+    """The centre of a method's "absolute" Spearman variant: 0.5 for the masker (the paper's code
+    centres masks at 0.5), None (``|m|``) for gradient-like maps."""
     return 0.5 if method == "masker" else None
 
 
@@ -352,6 +363,7 @@ def run_sanity_checks(
     """
     from masksal.checkpoint import load_config_of, load_masker
     from masksal.devices import resolve_device
+    from masksal.mprt import efficient_mprt_summary, smooth_mprt
     from masksal.report.sanity_page import sanity_markdown, write_sanity_report
     from masksal.training.data import load_batch
 
@@ -374,6 +386,7 @@ def run_sanity_checks(
     results: dict[str, Any] = {"checkpoint": str(checkpoint), "units": units, "methods": list(methods),
                                "budget": asdict(b), "seed": seed}
     examples: dict[str, dict[str, dict[str, np.ndarray]]] = {}
+    full_random: dict[str, np.ndarray] = {}  # every unit random: the last step of the cascade
     for kind, gen in (("cascading", cascading_randomization), ("independent", independent_randomization)):
         log(f"{kind} randomization of {len(units)} units ({', '.join(reversed(units))})")
         rows: dict[str, Any] = {}
@@ -381,13 +394,23 @@ def run_sanity_checks(
         for unit in tqdm(gen(clf.model, units, seed=seed), total=len(units), desc=kind, disable=not progress,
                          dynamic_ncols=True):
             maps = _maps(fns, test.images, test.labels)
-            rows[unit] = {m: map_similarities(reference[m], maps[m], _abs_centre(m)) for m in methods}
+            rows[unit] = {m: map_similarities(reference[m], maps[m], method_abs_centre(m)) for m in methods}
             examples[kind][unit] = {m: maps[m][:4] for m in methods}
             if b.retrain_steps > 0 and "masker" in methods and train is not None:
                 retrained = _fit_masker(cfg, clf, train.images, train.labels, b.retrain_steps, b.batch_size, seed,
                                         False, net=copy.deepcopy(masker.net)).mask_logits(test.images).cpu().numpy()
                 rows[unit]["masker_retrained"] = map_similarities(reference["masker"], retrained, 0.5)
+                if kind == "cascading" and unit == units[0]:
+                    full_random["masker_retrained"] = retrained
+            if kind == "cascading" and unit == units[0]:
+                full_random.update(maps)
         results[kind] = rows
+    results["efficient_mprt"] = efficient_mprt_summary(reference, full_random, b.entropy_bins)
+    results["smooth_mprt"] = None
+    if b.smooth_samples > 0:
+        log(f"smooth MPRT: {b.smooth_samples} noisy copies per image, units randomized bottom-up")
+        results["smooth_mprt"] = smooth_mprt(fns, clf.model, units, test.images, test.labels, b.smooth_samples,
+                                             b.smooth_noise, seed, progress)
     results["data_randomization"] = None
     if data_randomization and train is not None:
         results["data_randomization"] = _data_randomization(cfg, masker, methods, train, test, reference, b, seed,
@@ -431,5 +454,5 @@ def _data_randomization(cfg: ExperimentConfig, masker: Masker, methods: Sequence
                         hidden=masker.net.cfg.hidden, upsample=masker.net.cfg.upsample)
         maps = _maps(_explainers(m, methods), test.images, test.labels)
         out[name] = {"train_accuracy": train_acc, "test_accuracy": test_acc,
-                     "similarity": {k: map_similarities(reference[k], maps[k], _abs_centre(k)) for k in methods}}
+                     "similarity": {k: map_similarities(reference[k], maps[k], method_abs_centre(k)) for k in methods}}
     return out

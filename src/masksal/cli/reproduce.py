@@ -113,12 +113,15 @@ def sanity(
         "--data-randomization/--no-data-randomization",
         help="Also train small classifiers (and maskers) on shuffled and on true labels.")] = True,
     seed: Annotated[int, typer.Option(help="Seed of the randomization.")] = 0,
+    smooth_samples: Annotated[int, typer.Option(
+        min=0, help="Noisy copies per image of the smooth MPRT (Hedström et al. 2023; 0: skip it).")] = 50,
     *,
     runtime: Runtime,
 ) -> None:
-    """Sanity checks (Adebayo et al.): cascading/independent randomization of the classifier, data randomization."""
+    """Sanity checks: cascading/independent randomization of the classifier and data randomization (Adebayo et
+    al.), smooth and efficient MPRT (Hedström et al.)."""
     from masksal.sanity import SanityBudget, run_sanity_checks
 
-    budget = SanityBudget(n_images=images, retrain_steps=retrain_steps if retrain else 0)
+    budget = SanityBudget(n_images=images, retrain_steps=retrain_steps if retrain else 0, smooth_samples=smooth_samples)
     run_sanity_checks(checkpoint, out, budget=budget, data_randomization=data_randomization, seed=seed,
                       progress=runtime.progress, log=typer.echo, device=runtime.device)

@@ -14,7 +14,7 @@ SIMILARITIES = ("spearman", "spearman_abs", "ssim", "hog")
 _LABELS = {"spearman": "Spearman", "spearman_abs": "Spearman (abs)", "ssim": "SSIM", "hog": "HOG (Pearson)"}
 
 
-def plot_randomization(results: dict[str, Any], kind: str) -> np.ndarray:
+def plot_randomization(results: dict[str, Any], kind: str, title: str | None = None) -> np.ndarray:
     """One panel per similarity score: score against the randomized unit, one line per method."""
     from masksal.report.plots import figure_to_array, plt
 
@@ -33,7 +33,7 @@ def plot_randomization(results: dict[str, Any], kind: str) -> np.ndarray:
         ax.set_ylim(-0.4, 1.05)
     axes[0].set_ylabel("similarity to the original maps")
     axes[0].legend(fontsize=7)
-    fig.suptitle(f"{kind} randomization (top unit first)", fontsize=10)
+    fig.suptitle(title or f"{kind} randomization (top unit first)", fontsize=10)
     fig.tight_layout()
     return figure_to_array(fig)
 
@@ -58,6 +58,7 @@ def sanity_markdown(results: dict[str, Any], score: str = "spearman") -> str:
         methods = list(rows[units[0]])
         parts += [f"## {kind.capitalize()} randomization ({order})", "",
                   markdown_table(["method", *units], [[m, *[cell(rows[u][m][score]) for u in units]] for m in methods])]
+    parts += _mprt_markdown(results, score, cell)
     dr = results.get("data_randomization")
     if dr:
         methods = list(dr["true_labels"]["similarity"])
@@ -68,6 +69,35 @@ def sanity_markdown(results: dict[str, Any], score: str = "spearman") -> str:
                                  [[name.replace("_", " "), f"{d['train_accuracy']:.1f}", f"{d['test_accuracy']:.1f}",
                                    *[cell(d["similarity"][m][score]) for m in methods]] for name, d in dr.items()])]
     return "\n".join(parts)
+
+
+EMPRT_TEXT = ("Efficient MPRT (Hedström et al. 2023): the relative rise of each map's histogram entropy from the "
+              "trained to the fully randomized classifier, (H_random - H_trained) / H_trained; positive passes (the "
+              "map grows more complex, closer to noise, when the model is random), higher is better.")
+SMPRT_TEXT = ("Smooth MPRT (Hedström et al. 2023): each map averaged over {n} noisy copies of the image (noise "
+              "{noise} of its value range) before the comparison; units randomized cumulatively from the input up.")
+
+
+def _mprt_markdown(results: dict[str, Any], score: str, cell: Any) -> list[str]:
+    """The smooth and efficient MPRT tables (absent from results written before they existed)."""
+    from masksal.report import markdown_table
+
+    parts: list[str] = []
+    em = results.get("efficient_mprt")
+    if em:
+        parts += ["## Efficient MPRT", "", EMPRT_TEXT, "",
+                  markdown_table(["method", "eMPRT (mean)", "share > 0", "entropy trained", "entropy random"],
+                                 [[m.replace("_", " "), cell(d["score"]), cell(d["pass_rate"]),
+                                   cell(d["entropy_trained"]), cell(d["entropy_random"])] for m, d in em.items()])]
+    sm = results.get("smooth_mprt")
+    if sm:
+        b = results["budget"]
+        units = list(sm)
+        methods = list(sm[units[0]])
+        parts += ["## Smooth MPRT (bottom-up)", "", SMPRT_TEXT.format(n=b["smooth_samples"], noise=b["smooth_noise"]),
+                  "", markdown_table(["method", *units],
+                                     [[m, *[cell(sm[u][m][score]) for u in units]] for m in methods])]
+    return parts
 
 
 def write_sanity_report(out: Path, results: dict[str, Any], test: Batch, reference: dict[str, np.ndarray],
@@ -104,6 +134,19 @@ def write_sanity_report(out: Path, results: dict[str, Any], test: Batch, referen
             cells.append((upscale((img * 255).astype(np.uint8), 2), u))
             cells += [(upscale(colorize(maps[m][0]), 2), f"{m}: {u}") for m in ms]
         rep.grid(cells, columns=1 + len(ms), cell_px=110)
+    em = results.get("efficient_mprt")
+    if em:
+        rep.heading("Efficient MPRT")
+        rep.paragraph(EMPRT_TEXT)
+        rep.table(["method", "eMPRT (mean)", "share > 0", "entropy trained", "entropy random"],
+                  [[m.replace("_", " "), float(d["score"]), float(d["pass_rate"]), float(d["entropy_trained"]),
+                    float(d["entropy_random"])] for m, d in em.items()])
+    sm = results.get("smooth_mprt")
+    if sm:
+        rep.heading("Smooth MPRT")
+        rep.paragraph(SMPRT_TEXT.format(n=b["smooth_samples"], noise=b["smooth_noise"]))
+        rep.image(plot_randomization(results, "smooth_mprt", "smooth MPRT (input unit first)"),
+                  "smooth MPRT: similarity against the randomized unit", width_px=1100)
     dr = results.get("data_randomization")
     if dr:
         rep.heading("Data randomization")
