@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from masksal.cli import app
-from masksal.cli.common import ConfigOpt, Runtime, SetOpt, errors, runtime_options
+from masksal.cli.common import ConfigOpt, F, Runtime, SetOpt, errors, runtime_options
 
 reproduce_app = typer.Typer(no_args_is_help=True, help="Reproduce the paper's findings on the built-in benchmark.")
 app.add_typer(reproduce_app, name="reproduce")
@@ -16,9 +17,17 @@ BudgetOpt = Annotated[str, typer.Option(help="small (2 CPU cores, about 30 minut
 KEPT = "interrupted: finished runs are kept in {out}; run the same command again to continue"
 
 
-@reproduce_app.command("ablation", epilog="Example: masksal reproduce ablation --rows both_fix,ca --seeds 1")
-@errors(KEPT)
-@runtime_options()
+def _experiment(name: str, example: str) -> Callable[[F], F]:
+    """A ``masksal reproduce`` command: its example, the note an interruption prints (finished runs
+    are kept), and the shared runtime options."""
+
+    def deco(fn: F) -> F:
+        return reproduce_app.command(name, epilog=f"Example: {example}")(errors(KEPT)(runtime_options()(fn)))
+
+    return deco
+
+
+@_experiment("ablation", "masksal reproduce ablation --rows both_fix,ca --seeds 1")
 def reproduce_ablation(
     out: Annotated[Path, typer.Option(help="Output folder (rows are reused).")] = Path("runs/reproduce"),
     budget: BudgetOpt = "small",
@@ -43,9 +52,7 @@ def reproduce_ablation(
                  device=runtime.device)
 
 
-@reproduce_app.command("fewshot", epilog="Example: masksal reproduce fewshot --seeds 1")
-@errors(KEPT)
-@runtime_options()
+@_experiment("fewshot", "masksal reproduce fewshot --seeds 1")
 def reproduce_fewshot(
     out: Annotated[Path, typer.Option(help="Output folder (runs are reused).")] = Path("runs/reproduce/fewshot"),
     budget: BudgetOpt = "small",
@@ -64,9 +71,7 @@ def reproduce_fewshot(
                 overrides=set_ or [], progress=runtime.progress, log=typer.echo, device=runtime.device)
 
 
-@reproduce_app.command("roar", epilog="Example: masksal reproduce roar")
-@errors(KEPT)
-@runtime_options()
+@_experiment("roar", "masksal reproduce roar")
 def reproduce_roar(
     out: Annotated[Path, typer.Option(help="Output folder (retrainings are reused).")] = Path("runs/reproduce/roar"),
     budget: BudgetOpt = "small",
@@ -83,9 +88,7 @@ def reproduce_roar(
              device=runtime.device)
 
 
-@reproduce_app.command("photos", epilog="Example: masksal reproduce photos --steps 50")
-@errors(KEPT)
-@runtime_options()
+@_experiment("photos", "masksal reproduce photos --steps 50")
 def reproduce_photos(
     out: Annotated[Path, typer.Option(help="Output folder.")] = Path("runs/reproduce/photos"),
     budget: BudgetOpt = "small",

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from masksal.cli import app
-from masksal.cli.common import ConfigOpt, ResumeOpt, Runtime, ScalingOpt, SetOpt, errors, runtime_options
+from masksal.cli.common import ConfigOpt, F, ResumeOpt, Runtime, ScalingOpt, SetOpt, errors, runtime_options
 
 RESUME_HINT = "interrupted: progress saved in {out}; continue with the same command and --resume"
 
@@ -55,10 +56,17 @@ def demo(
              progress=runtime.progress, device=runtime.device, scaling=scaling.replace("-", "_"))
 
 
-@app.command("train-classifier", epilog="Example: masksal train-classifier --out runs/classifier "
-             "--set classifier_train.epochs=2")
-@errors(RESUME_HINT)
-@runtime_options(training=True)
+def _training(name: str | None, example: str) -> Callable[[F], F]:
+    """A training command: its example, the resume hint an interruption prints, and the shared
+    runtime options with the training ones (--amp, --compile, --sync-batchnorm)."""
+
+    def deco(fn: F) -> F:
+        return app.command(name, epilog=f"Example: {example}")(errors(RESUME_HINT)(runtime_options(training=True)(fn)))
+
+    return deco
+
+
+@_training("train-classifier", "masksal train-classifier --out runs/classifier --set classifier_train.epochs=2")
 def train_classifier_cmd(
     out: Annotated[Path, typer.Option(help="Checkpoint directory to write.")],
     config: ConfigOpt = None,
@@ -78,10 +86,8 @@ def train_classifier_cmd(
         typer.echo(f"test accuracy {res['test_accuracy']:.2f}% after {res['steps']} steps; checkpoint: {out}")
 
 
-@app.command(epilog="Example: masksal train --classifier my_resnet.safetensors --set classifier.arch=resnet18 "
-             "--data imagefolder:photos/ --image-size 224 --out runs/mine")
-@errors(RESUME_HINT)
-@runtime_options(training=True)
+@_training(None, "masksal train --classifier my_resnet.safetensors --set classifier.arch=resnet18 "
+           "--data imagefolder:photos/ --image-size 224 --out runs/mine")
 def train(
     out: Annotated[Path, typer.Option(help="Checkpoint directory to write.")],
     config: ConfigOpt = None,
