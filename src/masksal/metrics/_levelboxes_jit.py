@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import numpy as np
 from numba import njit
-from numba.types import Array, Tuple, boolean, int32, int64, uint8  # type: ignore[attr-defined]
+from numba.types import Array, Tuple, boolean, int16, int32, int64, uint8, uint16, void  # type: ignore[attr-defined]
 
 from masksal.metrics._levelboxes import neighbour_tables
 
@@ -59,16 +59,35 @@ def _find(parent: np.ndarray, i: int) -> int:
     return i
 
 
-@njit(Tuple((_I32, _I64))(_U8, int64, int64), cache=True, nogil=True)
+@njit(void(Array(int16, 1, "C"), Array(int16, 1, "C"), Array(int16, 1, "C"), Array(uint16, 1, "C"), int64),
+      cache=True, nogil=True)
+def _row_masks(up: np.ndarray, mid: np.ndarray, down: np.ndarray, out: np.ndarray, w: int) -> None:
+    """The masks of :func:`_sorted_pixels` (``fg | bg << 8``) of one row, from it and its
+    neighbour rows framed by -1 (``(w + 2,)`` int16 each): a loop the compiler vectorizes."""
+    for x in range(w):
+        v = mid[x + 1]
+        fg = (np.int16(up[x] >= v) | np.int16(up[x + 1] >= v) << 1 | np.int16(up[x + 2] >= v) << 2
+              | np.int16(mid[x + 2] > v) << 3 | np.int16(down[x + 2] > v) << 4 | np.int16(down[x + 1] > v) << 5
+              | np.int16(down[x] > v) << 6 | np.int16(mid[x] >= v) << 7)
+        bg = (np.int16(up[x] <= v) | np.int16(up[x + 1] <= v) << 1 | np.int16(up[x + 2] <= v) << 2
+              | np.int16(mid[x + 2] < v) << 3 | np.int16(down[x + 2] < v) << 4 | np.int16(down[x + 1] < v) << 5
+              | np.int16(down[x] < v) << 6 | np.int16(mid[x] <= v) << 7)
+        out[x] = np.uint16(fg | bg << 8)
+
+
+@njit(Tuple((_I64, _I64))(_U8, int64, int64), cache=True, nogil=True)
 def _sorted_pixels(vals: np.ndarray, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
-    """Pixels grouped by value (a counting sort; raster order within a value).
+    """Pixels grouped by value (a counting sort; raster order within a value), each with the
+    neighbours present when it arrives in either sweep.
 
     Args:
         vals: ``(h * w,)`` uint8 image (raster order).
 
     Returns:
         ``(order, start)``: ``order[start[v]:start[v + 1]]`` are the pixels of value ``v``, each
-        as ``y << 16 | x``.
+        as ``y | x << 16 | fg << 32 | bg << 40``: ``fg`` (``bg``) is the ring mask of the
+        neighbours already in the foreground of the falling sweep (the background of the rising
+        sweep, the frame included) when the pixel joins it.
     """
     start = np.zeros(NUM_LEVELS + 1, np.int64)
     for i in range(h * w):
@@ -76,11 +95,28 @@ def _sorted_pixels(vals: np.ndarray, h: int, w: int) -> tuple[np.ndarray, np.nda
     for v in range(NUM_LEVELS):
         start[v + 1] += start[v]
     fill = start[:NUM_LEVELS].copy()
-    order = np.empty(h * w, np.int32)
+    order = np.empty(h * w, np.int64)
+    # A neighbour is in the falling sweep's foreground when it is higher, or equal and before
+    # in raster order (NW, N, NE, W); in the rising sweep's background when lower, or equal and
+    # before. The frame (-1) is always background, never foreground. Three framed rows roll.
+    fw = w + 2
+    rows = np.full(3 * fw, -1, np.int16)
+    for x in range(w):
+        rows[fw + x + 1] = vals[x]
+    masks = np.empty(w, np.uint16)
     for y in range(h):
+        up = rows[y % 3 * fw:y % 3 * fw + fw]
+        mid = rows[(y + 1) % 3 * fw:(y + 1) % 3 * fw + fw]
+        down = rows[(y + 2) % 3 * fw:(y + 2) % 3 * fw + fw]
+        if y + 1 < h:
+            for x in range(w):
+                down[x + 1] = vals[(y + 1) * w + x]
+        else:
+            down[:] = -1
+        _row_masks(up, mid, down, masks, w)
         for x in range(w):
             v = vals[y * w + x]
-            order[fill[v]] = y << 16 | x
+            order[fill[v]] = y | x << 16 | int64(masks[x]) << 32
             fill[v] += 1
     return order, start
 
@@ -98,14 +134,6 @@ def _labels(h: int, w: int, frame: int) -> np.ndarray:
         label[y * fw] = frame
         label[y * fw + w + 1] = frame
     return label
-
-
-@njit(int64(_I32, int64, int64), cache=True, nogil=True, inline="always")
-def _present(label: np.ndarray, p: int, fw: int) -> int:
-    """Ring mask of the neighbours of ``p`` already present (labelled)."""
-    return (int(label[p - fw - 1] >= 0) | int(label[p - fw] >= 0) << 1 | int(label[p - fw + 1] >= 0) << 2
-            | int(label[p + 1] >= 0) << 3 | int(label[p + fw + 1] >= 0) << 4 | int(label[p + fw] >= 0) << 5
-            | int(label[p + fw - 1] >= 0) << 6 | int(label[p - 1] >= 0) << 7)
 
 
 @njit(_BUFFERS(_I32, _I32_2D, int64, int64), cache=True, nogil=True)
@@ -131,7 +159,7 @@ def _ring_offsets(fw: int) -> np.ndarray:
     return offs
 
 
-@njit(_SWEPT(_I32, _I64, _U8, int64, int64, int64, _BOOL, _I32, _I32_2D, int64, _U8, _I64), cache=True, nogil=True)
+@njit(_SWEPT(_I64, _I64, _U8, int64, int64, int64, _BOOL, _I32, _I32_2D, int64, _U8, _I64), cache=True, nogil=True)
 def _hole_sweep(order: np.ndarray, start: np.ndarray, u: np.ndarray, h: int, w: int, top: int, used: np.ndarray,
                 out_level: np.ndarray, out_box: np.ndarray, n_out: int, gamma: np.ndarray,
                 n_holes: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
@@ -163,10 +191,10 @@ def _hole_sweep(order: np.ndarray, start: np.ndarray, u: np.ndarray, h: int, w: 
     for level in range(top):
         for k in range(start[level], start[level + 1]):
             e = order[k]
-            y = e >> 16
-            x = e & 0xFFFF
+            y = e & 0xFFFF
+            x = (e >> 16) & 0xFFFF
             p = (y + 1) * fw + x + 1
-            mask = _present(label, p, fw)
+            mask = (e >> 40) & 0xFF
             nrep = _NREP4[mask]
             if nrep == 0:  # a new component
                 c = ncomp
@@ -241,7 +269,7 @@ def _hole_sweep(order: np.ndarray, start: np.ndarray, u: np.ndarray, h: int, w: 
     return out_level, out_box, n_out
 
 
-@njit(_SWEPT(_I32, _I64, int64, int64, int64, _BOOL, boolean, _I32, _I32_2D, int64, _I32_2D, _I64),
+@njit(_SWEPT(_I64, _I64, int64, int64, int64, _BOOL, boolean, _I32, _I32_2D, int64, _I32_2D, _I64),
       cache=True, nogil=True)
 def _component_sweep(order: np.ndarray, start: np.ndarray, h: int, w: int, top: int, used: np.ndarray,
                      emit_all: bool, out_level: np.ndarray, out_box: np.ndarray, n_out: int, v1_box: np.ndarray,
@@ -272,10 +300,10 @@ def _component_sweep(order: np.ndarray, start: np.ndarray, h: int, w: int, top: 
     for level in range(top - 1, -1, -1):
         for k in range(start[level + 1], start[level + 2]):
             e = order[k]
-            y = e >> 16
-            x = e & 0xFFFF
+            y = e & 0xFFFF
+            x = (e >> 16) & 0xFFFF
             p = (y + 1) * fw + x + 1
-            mask = _present(label, p, fw)
+            mask = (e >> 32) & 0xFF
             nrep = _NREP8[mask]
             if nrep == 0:  # a new component
                 c = ncomp
