@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import numpy as np
 from numba import njit
-from numba.types import Array, Tuple, boolean, int16, int32, int64, uint8, uint16, void  # type: ignore[attr-defined]
+from numba.types import Array, Tuple, boolean, int16, int32, int64, uint8, uint16, uint32, uint64, void  # type: ignore[attr-defined]
 
 from masksal.metrics._levelboxes import neighbour_tables
 
@@ -44,13 +44,16 @@ _GROW = 1024  # initial room for the boxes of one map (doubled when full)
 # cache when this module is imported.
 _I32, _I32_2D, _I64, _U8, _BOOL = Array(int32, 1, "C"), Array(int32, 2, "C"), \
     Array(int64, 1, "C"), Array(uint8, 1, "C"), Array(boolean, 1, "C")
+_U32, _U64 = Array(uint32, 1, "C"), Array(uint64, 1, "C")
+_U = np.uint64
 _BUFFERS = Tuple((_I32, _I32_2D))
 _SWEPT = Tuple((_I32, _I32_2D, int64))
 
 _REP8, _NREP8, _REP4, _NREP4, _AREA2 = neighbour_tables()
+_NREP8, _NREP4, _AREA2 = _NREP8.astype(np.uint8), _NREP4.astype(np.uint8), _AREA2.astype(np.int32)
 
 
-@njit(int64(_I32, int64), cache=True, nogil=True, inline="always")
+@njit(uint32(_U32, uint32), cache=True, nogil=True, inline="always")
 def _find(parent: np.ndarray, i: int) -> int:
     """Root of ``i``, halving the path on the way."""
     while parent[i] != i:
@@ -75,7 +78,7 @@ def _row_masks(up: np.ndarray, mid: np.ndarray, down: np.ndarray, out: np.ndarra
         out[x] = np.uint16(fg | bg << 8)
 
 
-@njit(Tuple((_I64, _I64))(_U8, int64, int64), cache=True, nogil=True)
+@njit(Tuple((_U64, _I64))(_U8, int64, int64), cache=True, nogil=True)
 def _sorted_pixels(vals: np.ndarray, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
     """Pixels grouped by value (a counting sort; raster order within a value), each with the
     neighbours present when it arrives in either sweep.
@@ -94,8 +97,8 @@ def _sorted_pixels(vals: np.ndarray, h: int, w: int) -> tuple[np.ndarray, np.nda
         start[vals[i] + 1] += 1
     for v in range(NUM_LEVELS):
         start[v + 1] += start[v]
-    fill = start[:NUM_LEVELS].copy()
-    order = np.empty(h * w, np.int64)
+    fill = start[:NUM_LEVELS].astype(np.uint64)
+    order = np.empty(h * w, np.uint64)
     # A neighbour is in the falling sweep's foreground when it is higher, or equal and before
     # in raster order (NW, N, NE, W); in the rising sweep's background when lower, or equal and
     # before. The frame (-1) is always background, never foreground. Three framed rows roll.
@@ -114,26 +117,12 @@ def _sorted_pixels(vals: np.ndarray, h: int, w: int) -> tuple[np.ndarray, np.nda
         else:
             down[:] = -1
         _row_masks(up, mid, down, masks, w)
+        row = vals[y * w:(y + 1) * w]
         for x in range(w):
-            v = vals[y * w + x]
-            order[fill[v]] = y | x << 16 | int64(masks[x]) << 32
-            fill[v] += 1
+            v = row[x]
+            order[fill[v]] = _U(y) | _U(x) << _U(16) | _U(masks[x]) << _U(32)
+            fill[v] += _U(1)
     return order, start
-
-
-@njit(_I32(int64, int64, int64), cache=True, nogil=True)
-def _labels(h: int, w: int, frame: int) -> np.ndarray:
-    """Pixel labels on the framed ``(h + 2) x (w + 2)`` grid (flat): -1 (not present yet) inside,
-    ``frame`` on the one-pixel frame."""
-    fw = w + 2
-    size_f = (h + 2) * fw
-    label = np.full(size_f, -1, np.int32)
-    label[:fw] = frame
-    label[size_f - fw:] = frame
-    for y in range(1, h + 1):
-        label[y * fw] = frame
-        label[y * fw + w + 1] = frame
-    return label
 
 
 @njit(_BUFFERS(_I32, _I32_2D, int64, int64), cache=True, nogil=True)
@@ -149,104 +138,107 @@ def _room(out_level: np.ndarray, out_box: np.ndarray, n_out: int, more: int) -> 
     return grown_level, grown_box
 
 
-@njit(_I64(int64), cache=True, nogil=True)
-def _ring_offsets(fw: int) -> np.ndarray:
-    """Flat offsets of the 8 ring neighbours on a grid of row length ``fw``."""
-    offs = np.empty(8, np.int64)
+@njit(Array(uint64, 2, "C")(Array(int64, 2, "C", readonly=True), int64), cache=True, nogil=True)
+def _rep_offsets(rep: np.ndarray, fw: int) -> np.ndarray:
+    """``(256, 4)``: the flat offsets (modulo 2**64) on a grid of row length ``fw`` of the ring
+    positions ``rep`` (:func:`masksal.metrics._levelboxes.neighbour_tables`)."""
+    ring = np.empty(8, np.int64)
     for j in range(8):
-        offs[j] = (1 if j in (4, 5, 6) else -1 if j in (0, 1, 2) else 0) * fw + \
+        ring[j] = (1 if j in (4, 5, 6) else -1 if j in (0, 1, 2) else 0) * fw + \
             (1 if j in (2, 3, 4) else -1 if j in (0, 6, 7) else 0)
-    return offs
+    out = np.empty((NUM_LEVELS, 4), np.uint64)
+    for m in range(NUM_LEVELS):
+        for t in range(4):
+            out[m, t] = _U(ring[rep[m, t]])
+    return out
 
 
-@njit(_SWEPT(_I64, _I64, _U8, int64, int64, int64, _BOOL, _I32, _I32_2D, int64, _U8, _I64), cache=True, nogil=True)
+@njit(_SWEPT(_U64, _I64, _U8, int64, int64, int64, _BOOL, _I32, _I32_2D, int64, _U8, _I64), cache=True, nogil=True)
 def _hole_sweep(order: np.ndarray, start: np.ndarray, u: np.ndarray, h: int, w: int, top: int, used: np.ndarray,
                 out_level: np.ndarray, out_box: np.ndarray, n_out: int, gamma: np.ndarray,
                 n_holes: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
     """Sweep 1: hole contours of the levels ``L < top`` (boxes grown by one pixel, then clipped
-    like wsolevaluation's), their number per level (``n_holes``), and ``gamma`` (``(h * w,)``:
-    the level each pixel joins the outside, ``top`` if not below it).
+    like wsolevaluation's), their number per used level (``n_holes``), and ``gamma`` (``(h *
+    w,)``: the level each pixel joins the outside, ``top`` if not below it).
 
     Pixels carry the label of a component (``label``, on the framed grid); components form a
     union-find of their own (``parent``), compact where pixels are many. Component 0 is the
     outside: the frame's, never a hole, never merged into another.
     """
     fw = w + 2
-    label = _labels(h, w, 0)  # pixels at the map's maximum stay -1: never background
+    label = np.zeros((h + 2) * fw, np.uint32)  # the frame is the outside
     n = h * w + 1
-    parent = np.empty(n, np.int32)
-    size = np.empty(n, np.int32)
-    x0 = np.empty(n, np.int32)
-    y0 = np.empty(n, np.int32)
-    x1 = np.empty(n, np.int32)
-    y1 = np.empty(n, np.int32)
+    parent = np.empty(n, np.uint32)
+    # Per component: first and last pixel in raster order (their rows are the box's top and
+    # bottom), leftmost and rightmost column; one record per 16 bytes.
+    rec = np.empty((n, 4), np.int32)
     into = np.empty(n, np.int32)  # the component each one was merged into (-1: none yet), never compressed
     when = np.empty(n, np.int32)  # the level it was
-    live = np.empty(n, np.int32)  # the components not joined to the outside
-    where = np.empty(n, np.int32)
+    live = np.empty(n, np.uint32)  # the components created, those merged since dropped at each used level
     parent[0] = 0
     into[0] = -1
     ncomp, nlive = 1, 0
-    offs = _ring_offsets(fw)
+    offs = _rep_offsets(_REP4, fw)
+    # Indices are unsigned in the loops below: numba then skips its negative-index wrap-around.
+    ufw, uw = _U(fw), _U(w)
     for level in range(top):
-        for k in range(start[level], start[level + 1]):
+        for k in range(_U(start[level]), _U(start[level + 1])):
             e = order[k]
-            y = e & 0xFFFF
-            x = (e >> 16) & 0xFFFF
-            p = (y + 1) * fw + x + 1
-            mask = (e >> 40) & 0xFF
+            y = e & _U(0xFFFF)
+            x = e >> _U(16) & _U(0xFFFF)
+            p = (y + _U(1)) * ufw + x + _U(1)
+            mask = e >> _U(40) & _U(0xFF)
             nrep = _NREP4[mask]
+            pos, xi = np.int32(y * uw + x), np.int32(x)
             if nrep == 0:  # a new component
-                c = ncomp
+                c = np.uint32(ncomp)
                 ncomp += 1
                 parent[c] = c
-                size[c] = 0
-                x0[c] = x1[c] = x
-                y0[c] = y1[c] = y
+                rec[c, 0] = rec[c, 1] = pos
+                rec[c, 2] = rec[c, 3] = xi
                 into[c] = -1
-                where[c] = nlive
                 live[nlive] = c
                 nlive += 1
             else:
-                c = _find(parent, label[p + offs[_REP4[mask, 0]]])
-                for t in range(1, nrep):
-                    d = _find(parent, label[p + offs[_REP4[mask, t]]])
+                c = _find(parent, label[p + offs[mask, 0]])
+                for t in range(_U(1), _U(nrep)):
+                    d = _find(parent, label[p + offs[mask, t]])
                     if d == c:
                         continue
-                    if d == 0 or (c != 0 and size[d] > size[c]):
+                    if d == 0 or (c != 0 and d < c):  # into the outside, else into the older
                         c, d = d, c
-                    # d is merged into c (the outside never is merged into another)
                     parent[d] = c
                     into[d] = c
                     when[d] = level
-                    size[c] += size[d]
                     if c != 0:
-                        x0[c] = min(x0[c], x0[d])
-                        y0[c] = min(y0[c], y0[d])
-                        x1[c] = max(x1[c], x1[d])
-                        y1[c] = max(y1[c], y1[d])
-                    last = live[nlive - 1]
-                    live[where[d]] = last
-                    where[last] = where[d]
-                    nlive -= 1
+                        rec[c, 0] = min(rec[c, 0], rec[d, 0])
+                        rec[c, 1] = max(rec[c, 1], rec[d, 1])
+                        rec[c, 2] = min(rec[c, 2], rec[d, 2])
+                        rec[c, 3] = max(rec[c, 3], rec[d, 3])
                 if c != 0:
-                    x0[c] = min(x0[c], x)
-                    y0[c] = min(y0[c], y)
-                    x1[c] = max(x1[c], x)
-                    y1[c] = max(y1[c], y)
-            size[c] += 1
+                    rec[c, 0] = min(rec[c, 0], pos)
+                    rec[c, 1] = max(rec[c, 1], pos)
+                    rec[c, 2] = min(rec[c, 2], xi)
+                    rec[c, 3] = max(rec[c, 3], xi)
             label[p] = c
-        n_holes[level] = nlive
-        if used[level] and nlive:
+        if used[level]:
+            kept = 0
+            for j in range(nlive):
+                c = live[j]
+                if parent[c] == c:
+                    live[kept] = c
+                    kept += 1
+            nlive = kept
+            n_holes[level] = nlive
             if n_out + nlive > out_level.size:
                 out_level, out_box = _room(out_level, out_box, n_out, nlive)
             for j in range(nlive):
                 c = live[j]
                 out_level[n_out] = level
-                out_box[n_out, 0] = x0[c] - 1
-                out_box[n_out, 1] = y0[c] - 1
-                out_box[n_out, 2] = min(x1[c] + 2, w - 1)
-                out_box[n_out, 3] = min(y1[c] + 2, h - 1)
+                out_box[n_out, 0] = rec[c, 2] - 1
+                out_box[n_out, 1] = rec[c, 0] // w - 1
+                out_box[n_out, 2] = min(rec[c, 3] + 2, w - 1)
+                out_box[n_out, 3] = min(rec[c, 1] // w + 2, h - 1)
                 n_out += 1
     # A component's pixels join the outside when the chain of merges from it reaches component 0:
     # at the level of the last merge on the chain (memoized in `joined`; top if it never does).
@@ -262,14 +254,16 @@ def _hole_sweep(order: np.ndarray, start: np.ndarray, u: np.ndarray, h: int, w: 
             if into[d] <= 0:
                 break
             d = into[d]
-    for y in range(h):
+    for y in range(h):  # pixels never labelled (value top) count as outside: gamma = u = top
+        lab = label[(y + 1) * fw + 1:(y + 1) * fw + 1 + w]
         for x in range(w):
-            c = label[(y + 1) * fw + x + 1]
-            gamma[y * w + x] = u[y * w + x] if c == 0 else (joined[c] if c > 0 else top)
+            c = lab[x]
+            if c != 0:
+                gamma[y * w + x] = joined[c]
     return out_level, out_box, n_out
 
 
-@njit(_SWEPT(_I64, _I64, int64, int64, int64, _BOOL, boolean, _I32, _I32_2D, int64, _I32_2D, _I64),
+@njit(_SWEPT(_U64, _I64, int64, int64, int64, _BOOL, boolean, _I32, _I32_2D, int64, _I32_2D, _I64),
       cache=True, nogil=True)
 def _component_sweep(order: np.ndarray, start: np.ndarray, h: int, w: int, top: int, used: np.ndarray,
                      emit_all: bool, out_level: np.ndarray, out_box: np.ndarray, n_out: int, v1_box: np.ndarray,
@@ -283,96 +277,89 @@ def _component_sweep(order: np.ndarray, start: np.ndarray, h: int, w: int, top: 
     (see below). Pixels carry component labels as in :func:`_hole_sweep`.
     """
     fw = w + 2
-    label = _labels(h, w, -1)
+    label = np.zeros((h + 2) * fw, np.uint32)
     n = h * w
-    parent = np.empty(n, np.int32)
-    size = np.empty(n, np.int32)
-    x0 = np.empty(n, np.int32)
-    y0 = np.empty(n, np.int32)
-    x1 = np.empty(n, np.int32)
-    y1 = np.empty(n, np.int32)
-    area = np.empty(n, np.int64)  # twice the polygon area
-    first = np.empty(n, np.int64)  # first pixel in raster order
-    live = np.empty(n, np.int32)
-    where = np.empty(n, np.int32)
+    parent = np.empty(n, np.uint32)
+    # Per component: first and last pixel in raster order (the first is OpenCV's tie-break, their
+    # rows the box's top and bottom), leftmost and rightmost column, twice the polygon area.
+    rec = np.empty((n, 8), np.int32)
+    live = np.empty(n, np.uint32)
     ncomp, nlive = 0, 0
-    offs = _ring_offsets(fw)
+    offs = _rep_offsets(_REP8, fw)
+    ufw, uw = _U(fw), _U(w)
     for level in range(top - 1, -1, -1):
-        for k in range(start[level + 1], start[level + 2]):
+        for k in range(_U(start[level + 1]), _U(start[level + 2])):
             e = order[k]
-            y = e & 0xFFFF
-            x = (e >> 16) & 0xFFFF
-            p = (y + 1) * fw + x + 1
-            mask = (e >> 32) & 0xFF
+            y = e & _U(0xFFFF)
+            x = e >> _U(16) & _U(0xFFFF)
+            p = (y + _U(1)) * ufw + x + _U(1)
+            mask = e >> _U(32) & _U(0xFF)
             nrep = _NREP8[mask]
+            pos, xi = np.int32(y * uw + x), np.int32(x)
             if nrep == 0:  # a new component
-                c = ncomp
+                c = np.uint32(ncomp)
                 ncomp += 1
                 parent[c] = c
-                size[c] = 0
-                x0[c] = x1[c] = x
-                y0[c] = y1[c] = y
-                area[c] = 0
-                first[c] = y * w + x
-                where[c] = nlive
+                rec[c, 0] = rec[c, 1] = pos
+                rec[c, 2] = rec[c, 3] = xi
+                rec[c, 4] = 0
                 live[nlive] = c
                 nlive += 1
             else:
-                c = _find(parent, label[p + offs[_REP8[mask, 0]]])
-                for t in range(1, nrep):
-                    d = _find(parent, label[p + offs[_REP8[mask, t]]])
+                c = _find(parent, label[p + offs[mask, 0]])
+                for t in range(_U(1), _U(nrep)):
+                    d = _find(parent, label[p + offs[mask, t]])
                     if d == c:
                         continue
-                    if size[d] > size[c]:
+                    if rec[d, 4] > rec[c, 4]:  # into the larger
                         c, d = d, c
                     parent[d] = c
-                    size[c] += size[d]
-                    x0[c] = min(x0[c], x0[d])
-                    y0[c] = min(y0[c], y0[d])
-                    x1[c] = max(x1[c], x1[d])
-                    y1[c] = max(y1[c], y1[d])
-                    area[c] += area[d]
-                    first[c] = min(first[c], first[d])
-                    last = live[nlive - 1]
-                    live[where[d]] = last
-                    where[last] = where[d]
-                    nlive -= 1
-                x0[c] = min(x0[c], x)
-                y0[c] = min(y0[c], y)
-                x1[c] = max(x1[c], x)
-                y1[c] = max(y1[c], y)
-                first[c] = min(first[c], y * w + x)
-                area[c] += _AREA2[mask]
-            size[c] += 1
+                    rec[c, 0] = min(rec[c, 0], rec[d, 0])
+                    rec[c, 1] = max(rec[c, 1], rec[d, 1])
+                    rec[c, 2] = min(rec[c, 2], rec[d, 2])
+                    rec[c, 3] = max(rec[c, 3], rec[d, 3])
+                    rec[c, 4] += rec[d, 4]
+                rec[c, 0] = min(rec[c, 0], pos)
+                rec[c, 1] = max(rec[c, 1], pos)
+                rec[c, 2] = min(rec[c, 2], xi)
+                rec[c, 3] = max(rec[c, 3], xi)
+                rec[c, 4] += _AREA2[mask]
             label[p] = c
         if used[level]:
+            kept = 0
+            for j in range(nlive):
+                c = live[j]
+                if parent[c] == c:
+                    live[kept] = c
+                    kept += 1
+            nlive = kept
             if emit_all:
                 if n_out + nlive > out_level.size:
                     out_level, out_box = _room(out_level, out_box, n_out, nlive)
                 for j in range(nlive):
                     c = live[j]
                     out_level[n_out] = level
-                    out_box[n_out, 0] = x0[c]
-                    out_box[n_out, 1] = y0[c]
-                    out_box[n_out, 2] = min(x1[c] + 1, w - 1)
-                    out_box[n_out, 3] = min(y1[c] + 1, h - 1)
+                    out_box[n_out, 0] = rec[c, 2]
+                    out_box[n_out, 1] = rec[c, 0] // w
+                    out_box[n_out, 2] = min(rec[c, 3] + 1, w - 1)
+                    out_box[n_out, 3] = min(rec[c, 1] // w + 1, h - 1)
                     n_out += 1
             best = live[0]
             for j in range(1, nlive):
                 c = live[j]
-                if area[c] > area[best] or (area[c] == area[best] and first[c] > first[best]):
+                if rec[c, 4] > rec[best, 4] or (rec[c, 4] == rec[best, 4] and rec[c, 0] > rec[best, 0]):
                     best = c
             # Filling holes only adds area, and a component's contour encloses at most its box,
             # (x1 - x0) (y1 - y0): if no other box can hold the best area, holes change nothing.
             for j in range(nlive):
                 c = live[j]
-                if c != best and 2 * (x1[c] - x0[c]) * (y1[c] - y0[c]) >= area[best]:
+                if c != best and 2 * (rec[c, 3] - rec[c, 2]) * (rec[c, 1] // w - rec[c, 0] // w) >= rec[best, 4]:
                     unsure[level] = 1
                     break
-            v1_box[level, 0] = x0[best]
-            v1_box[level, 1] = y0[best]
-            v1_box[level, 2] = min(x1[best] + 1, w - 1)
-            v1_box[level, 3] = min(y1[best] + 1, h - 1)
+            v1_box[level, 0] = rec[best, 2]
+            v1_box[level, 1] = rec[best, 0] // w
+            v1_box[level, 2] = min(rec[best, 3] + 1, w - 1)
+            v1_box[level, 3] = min(rec[best, 1] // w + 1, h - 1)
     return out_level, out_box, n_out
 
 
