@@ -46,6 +46,7 @@ _I32, _I32_2D, _I64, _U8, _BOOL = Array(int32, 1, "C"), Array(int32, 2, "C"), \
     Array(int64, 1, "C"), Array(uint8, 1, "C"), Array(boolean, 1, "C")
 _U32, _U64 = Array(uint32, 1, "C"), Array(uint64, 1, "C")
 _U = np.uint64
+_P, _X, _FG, _BG = _U(0xFFFFFFFF), _U(32), _U(47), _U(55)  # fields of the sorted pixels (_sorted_pixels)
 _BUFFERS = Tuple((_I32, _I32_2D))
 _SWEPT = Tuple((_I32, _I32_2D, int64))
 
@@ -88,7 +89,8 @@ def _sorted_pixels(vals: np.ndarray, h: int, w: int) -> tuple[np.ndarray, np.nda
 
     Returns:
         ``(order, start)``: ``order[start[v]:start[v + 1]]`` are the pixels of value ``v``, each
-        as ``y | x << 16 | fg << 32 | bg << 40``: ``fg`` (``bg``) is the ring mask of the
+        as ``p | x << 32 | fg << 47 | bg << 55``, ``p`` its index on the grid framed by one pixel
+        (``(h + 2) x (w + 2)``) and ``x`` its column; ``fg`` (``bg``) is the ring mask of the
         neighbours already in the foreground of the falling sweep (the background of the rising
         sweep, the frame included) when the pixel joins it.
     """
@@ -118,9 +120,11 @@ def _sorted_pixels(vals: np.ndarray, h: int, w: int) -> tuple[np.ndarray, np.nda
             down[:] = -1
         _row_masks(up, mid, down, masks, w)
         row = vals[y * w:(y + 1) * w]
+        p0 = (y + 1) * fw + 1
         for x in range(w):
             v = row[x]
-            order[fill[v]] = _U(y) | _U(x) << _U(16) | _U(masks[x]) << _U(32)
+            m = _U(masks[x])
+            order[fill[v]] = _U(p0 + x) | _U(x) << _U(32) | (m & _U(0xFF)) << _FG | (m >> _U(8)) << _BG
             fill[v] += _U(1)
     return order, start
 
@@ -138,24 +142,25 @@ def _room(out_level: np.ndarray, out_box: np.ndarray, n_out: int, more: int) -> 
     return grown_level, grown_box
 
 
-@njit(Array(uint64, 2, "C")(Array(int64, 2, "C", readonly=True), int64), cache=True, nogil=True)
+@njit(_U64(Array(int64, 2, "C", readonly=True), int64), cache=True, nogil=True)
 def _rep_offsets(rep: np.ndarray, fw: int) -> np.ndarray:
-    """``(256, 4)``: the flat offsets (modulo 2**64) on a grid of row length ``fw`` of the ring
-    positions ``rep`` (:func:`masksal.metrics._levelboxes.neighbour_tables`)."""
+    """``(256 * 4,)``: the flat offsets (modulo 2**64) on a grid of row length ``fw`` of the ring
+    positions ``rep`` (:func:`masksal.metrics._levelboxes.neighbour_tables`), 4 per mask."""
     ring = np.empty(8, np.int64)
     for j in range(8):
         ring[j] = (1 if j in (4, 5, 6) else -1 if j in (0, 1, 2) else 0) * fw + \
             (1 if j in (2, 3, 4) else -1 if j in (0, 6, 7) else 0)
-    out = np.empty((NUM_LEVELS, 4), np.uint64)
+    out = np.empty(NUM_LEVELS * 4, np.uint64)
     for m in range(NUM_LEVELS):
         for t in range(4):
-            out[m, t] = _U(ring[rep[m, t]])
+            out[m * 4 + t] = _U(ring[rep[m, t]])
     return out
 
 
-@njit(_SWEPT(_U64, _I64, _U8, int64, int64, int64, _BOOL, _I32, _I32_2D, int64, _U8, _I64), cache=True, nogil=True)
+@njit(_SWEPT(_U64, _I64, _U8, int64, int64, int64, _BOOL, _U32, _I32, _I32_2D, int64, _U8, _I64), cache=True,
+      nogil=True)
 def _hole_sweep(order: np.ndarray, start: np.ndarray, u: np.ndarray, h: int, w: int, top: int, used: np.ndarray,
-                out_level: np.ndarray, out_box: np.ndarray, n_out: int, gamma: np.ndarray,
+                label: np.ndarray, out_level: np.ndarray, out_box: np.ndarray, n_out: int, gamma: np.ndarray,
                 n_holes: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
     """Sweep 1: hole contours of the levels ``L < top`` (boxes grown by one pixel, then clipped
     like wsolevaluation's), their number per used level (``n_holes``), and ``gamma`` (``(h *
@@ -166,7 +171,10 @@ def _hole_sweep(order: np.ndarray, start: np.ndarray, u: np.ndarray, h: int, w: 
     outside: the frame's, never a hole, never merged into another.
     """
     fw = w + 2
-    label = np.zeros((h + 2) * fw, np.uint32)  # the frame is the outside
+    label[:fw] = 0  # the frame is the outside; inside, a pixel's label is read only once set
+    label[(h + 1) * fw:] = 0
+    for y in range(1, h + 1):
+        label[y * fw] = label[y * fw + fw - 1] = 0
     n = h * w + 1
     parent = np.empty(n, np.uint32)
     # Per component: first and last pixel in raster order (their rows are the box's top and
@@ -180,29 +188,37 @@ def _hole_sweep(order: np.ndarray, start: np.ndarray, u: np.ndarray, h: int, w: 
     ncomp, nlive = 1, 0
     offs = _rep_offsets(_REP4, fw)
     # Indices are unsigned in the loops below: numba then skips its negative-index wrap-around.
-    ufw, uw = _U(fw), _U(w)
+    # Box rows come from the first and last pixel (raster order, framed grid) of a component.
     for level in range(top):
         for k in range(_U(start[level]), _U(start[level + 1])):
             e = order[k]
-            y = e & _U(0xFFFF)
-            x = e >> _U(16) & _U(0xFFFF)
-            p = (y + _U(1)) * ufw + x + _U(1)
-            mask = e >> _U(40) & _U(0xFF)
+            p = e & _P
+            mask = e >> _BG
             nrep = _NREP4[mask]
-            pos, xi = np.int32(y * uw + x), np.int32(x)
-            if nrep == 0:  # a new component
+            if nrep == 1:  # most pixels: one group of neighbours, most often the outside's
+                c = label[p + offs[mask << _U(2)]]
+                if c != 0:
+                    c = _find(parent, c)
+                    if c != 0:
+                        pi, xi = np.int32(p), np.int32(e >> _X & _U(0x7FFF))
+                        rec[c, 0] = min(rec[c, 0], pi)
+                        rec[c, 1] = max(rec[c, 1], pi)
+                        rec[c, 2] = min(rec[c, 2], xi)
+                        rec[c, 3] = max(rec[c, 3], xi)
+            elif nrep == 0:  # a new component
                 c = np.uint32(ncomp)
                 ncomp += 1
                 parent[c] = c
-                rec[c, 0] = rec[c, 1] = pos
+                pi, xi = np.int32(p), np.int32(e >> _X & _U(0x7FFF))
+                rec[c, 0] = rec[c, 1] = pi
                 rec[c, 2] = rec[c, 3] = xi
                 into[c] = -1
                 live[nlive] = c
                 nlive += 1
             else:
-                c = _find(parent, label[p + offs[mask, 0]])
+                c = _find(parent, label[p + offs[mask << _U(2)]])
                 for t in range(_U(1), _U(nrep)):
-                    d = _find(parent, label[p + offs[mask, t]])
+                    d = _find(parent, label[p + offs[mask << _U(2) | t]])
                     if d == c:
                         continue
                     if d == 0 or (c != 0 and d < c):  # into the outside, else into the older
@@ -216,8 +232,9 @@ def _hole_sweep(order: np.ndarray, start: np.ndarray, u: np.ndarray, h: int, w: 
                         rec[c, 2] = min(rec[c, 2], rec[d, 2])
                         rec[c, 3] = max(rec[c, 3], rec[d, 3])
                 if c != 0:
-                    rec[c, 0] = min(rec[c, 0], pos)
-                    rec[c, 1] = max(rec[c, 1], pos)
+                    pi, xi = np.int32(p), np.int32(e >> _X & _U(0x7FFF))
+                    rec[c, 0] = min(rec[c, 0], pi)
+                    rec[c, 1] = max(rec[c, 1], pi)
                     rec[c, 2] = min(rec[c, 2], xi)
                     rec[c, 3] = max(rec[c, 3], xi)
             label[p] = c
@@ -236,9 +253,9 @@ def _hole_sweep(order: np.ndarray, start: np.ndarray, u: np.ndarray, h: int, w: 
                 c = live[j]
                 out_level[n_out] = level
                 out_box[n_out, 0] = rec[c, 2] - 1
-                out_box[n_out, 1] = rec[c, 0] // w - 1
+                out_box[n_out, 1] = rec[c, 0] // fw - 2
                 out_box[n_out, 2] = min(rec[c, 3] + 2, w - 1)
-                out_box[n_out, 3] = min(rec[c, 1] // w + 2, h - 1)
+                out_box[n_out, 3] = min(rec[c, 1] // fw + 1, h - 1)
                 n_out += 1
     # A component's pixels join the outside when the chain of merges from it reaches component 0:
     # at the level of the last merge on the chain (memoized in `joined`; top if it never does).
@@ -254,20 +271,20 @@ def _hole_sweep(order: np.ndarray, start: np.ndarray, u: np.ndarray, h: int, w: 
             if into[d] <= 0:
                 break
             d = into[d]
-    for y in range(h):  # pixels never labelled (value top) count as outside: gamma = u = top
+    for y in range(h):  # pixels at the top level, never labelled, keep gamma = u = top
         lab = label[(y + 1) * fw + 1:(y + 1) * fw + 1 + w]
         for x in range(w):
             c = lab[x]
-            if c != 0:
+            if c != 0 and u[y * w + x] < top:
                 gamma[y * w + x] = joined[c]
     return out_level, out_box, n_out
 
 
-@njit(_SWEPT(_U64, _I64, int64, int64, int64, _BOOL, boolean, _I32, _I32_2D, int64, _I32_2D, _I64),
+@njit(_SWEPT(_U64, _I64, int64, int64, int64, _BOOL, _U32, boolean, _I32, _I32_2D, int64, _I32_2D, _I64),
       cache=True, nogil=True)
 def _component_sweep(order: np.ndarray, start: np.ndarray, h: int, w: int, top: int, used: np.ndarray,
-                     emit_all: bool, out_level: np.ndarray, out_box: np.ndarray, n_out: int, v1_box: np.ndarray,
-                     unsure: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+                     label: np.ndarray, emit_all: bool, out_level: np.ndarray, out_box: np.ndarray, n_out: int,
+                     v1_box: np.ndarray, unsure: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
     """Sweeps 2 and 3: 8-connected components of ``vals > L`` for the levels ``L < top``, the
     pixels of value ``v`` being ``order[start[v]:start[v + 1]]`` (:func:`_sorted_pixels`).
 
@@ -276,8 +293,7 @@ def _component_sweep(order: np.ndarray, start: np.ndarray, h: int, w: int, top: 
     ``v1_box[L]``, and mark ``unsure[L]`` unless it would stay the largest with holes filled
     (see below). Pixels carry component labels as in :func:`_hole_sweep`.
     """
-    fw = w + 2
-    label = np.zeros((h + 2) * fw, np.uint32)
+    fw = w + 2  # a pixel's label is read only once set: label needs no initial values
     n = h * w
     parent = np.empty(n, np.uint32)
     # Per component: first and last pixel in raster order (the first is OpenCV's tie-break, their
@@ -286,29 +302,28 @@ def _component_sweep(order: np.ndarray, start: np.ndarray, h: int, w: int, top: 
     live = np.empty(n, np.uint32)
     ncomp, nlive = 0, 0
     offs = _rep_offsets(_REP8, fw)
-    ufw, uw = _U(fw), _U(w)
     for level in range(top - 1, -1, -1):
         for k in range(_U(start[level + 1]), _U(start[level + 2])):
             e = order[k]
-            y = e & _U(0xFFFF)
-            x = e >> _U(16) & _U(0xFFFF)
-            p = (y + _U(1)) * ufw + x + _U(1)
-            mask = e >> _U(32) & _U(0xFF)
+            p = e & _P
+            mask = e >> _FG & _U(0xFF)
             nrep = _NREP8[mask]
-            pos, xi = np.int32(y * uw + x), np.int32(x)
-            if nrep == 0:  # a new component
+            pi, xi = np.int32(p), np.int32(e >> _X & _U(0x7FFF))
+            if nrep == 1:  # most pixels: one group of neighbours
+                c = _find(parent, label[p + offs[mask << _U(2)]])
+            elif nrep == 0:  # a new component
                 c = np.uint32(ncomp)
                 ncomp += 1
                 parent[c] = c
-                rec[c, 0] = rec[c, 1] = pos
+                rec[c, 0] = rec[c, 1] = pi
                 rec[c, 2] = rec[c, 3] = xi
                 rec[c, 4] = 0
                 live[nlive] = c
                 nlive += 1
             else:
-                c = _find(parent, label[p + offs[mask, 0]])
+                c = _find(parent, label[p + offs[mask << _U(2)]])
                 for t in range(_U(1), _U(nrep)):
-                    d = _find(parent, label[p + offs[mask, t]])
+                    d = _find(parent, label[p + offs[mask << _U(2) | t]])
                     if d == c:
                         continue
                     if rec[d, 4] > rec[c, 4]:  # into the larger
@@ -319,11 +334,11 @@ def _component_sweep(order: np.ndarray, start: np.ndarray, h: int, w: int, top: 
                     rec[c, 2] = min(rec[c, 2], rec[d, 2])
                     rec[c, 3] = max(rec[c, 3], rec[d, 3])
                     rec[c, 4] += rec[d, 4]
-                rec[c, 0] = min(rec[c, 0], pos)
-                rec[c, 1] = max(rec[c, 1], pos)
-                rec[c, 2] = min(rec[c, 2], xi)
-                rec[c, 3] = max(rec[c, 3], xi)
-                rec[c, 4] += _AREA2[mask]
+            rec[c, 0] = min(rec[c, 0], pi)
+            rec[c, 1] = max(rec[c, 1], pi)
+            rec[c, 2] = min(rec[c, 2], xi)
+            rec[c, 3] = max(rec[c, 3], xi)
+            rec[c, 4] += _AREA2[mask]
             label[p] = c
         if used[level]:
             kept = 0
@@ -340,9 +355,9 @@ def _component_sweep(order: np.ndarray, start: np.ndarray, h: int, w: int, top: 
                     c = live[j]
                     out_level[n_out] = level
                     out_box[n_out, 0] = rec[c, 2]
-                    out_box[n_out, 1] = rec[c, 0] // w
+                    out_box[n_out, 1] = rec[c, 0] // fw - 1
                     out_box[n_out, 2] = min(rec[c, 3] + 1, w - 1)
-                    out_box[n_out, 3] = min(rec[c, 1] // w + 1, h - 1)
+                    out_box[n_out, 3] = min(rec[c, 1] // fw, h - 1)
                     n_out += 1
             best = live[0]
             for j in range(1, nlive):
@@ -353,13 +368,13 @@ def _component_sweep(order: np.ndarray, start: np.ndarray, h: int, w: int, top: 
             # (x1 - x0) (y1 - y0): if no other box can hold the best area, holes change nothing.
             for j in range(nlive):
                 c = live[j]
-                if c != best and 2 * (rec[c, 3] - rec[c, 2]) * (rec[c, 1] // w - rec[c, 0] // w) >= rec[best, 4]:
+                if c != best and 2 * (rec[c, 3] - rec[c, 2]) * (rec[c, 1] // fw - rec[c, 0] // fw) >= rec[best, 4]:
                     unsure[level] = 1
                     break
             v1_box[level, 0] = rec[best, 2]
-            v1_box[level, 1] = rec[best, 0] // w
+            v1_box[level, 1] = rec[best, 0] // fw - 1
             v1_box[level, 2] = min(rec[best, 3] + 1, w - 1)
-            v1_box[level, 3] = min(rec[best, 1] // w + 1, h - 1)
+            v1_box[level, 3] = min(rec[best, 1] // fw, h - 1)
     return out_level, out_box, n_out
 
 
@@ -395,10 +410,11 @@ def map_level_boxes(u: np.ndarray, used: np.ndarray) -> tuple[np.ndarray, np.nda
     order, start = _sorted_pixels(flat, h, w)
     n_holes = np.zeros(NUM_LEVELS, np.int64)
     unsure = np.zeros(NUM_LEVELS, np.int64)
-    out_level, out_box, n_out = _hole_sweep(order, start, flat, h, w, top, used, out_level, out_box, 0, gamma,
+    label = np.empty((h + 2) * (w + 2), np.uint32)  # one grid for both sweeps
+    out_level, out_box, n_out = _hole_sweep(order, start, flat, h, w, top, used, label, out_level, out_box, 0, gamma,
                                             n_holes)
-    out_level, out_box, n_out = _component_sweep(order, start, h, w, top, used, True, out_level, out_box, n_out,
-                                                 v1_box, unsure)
+    out_level, out_box, n_out = _component_sweep(order, start, h, w, top, used, label, True, out_level, out_box,
+                                                 n_out, v1_box, unsure)
     # Where a level has no hole, the filled components are the components; elsewhere, unless
     # the largest one is sure to stay so, the areas of the hole-filled components decide.
     for lv in range(top):
@@ -436,6 +452,6 @@ def filled_v1_boxes(gamma: np.ndarray, levels: np.ndarray, v1_box: np.ndarray) -
     order, start = _sorted_pixels(flat, h, w)
     out_level = np.empty(1, np.int32)
     out_box = np.empty((1, 4), np.int32)
-    _component_sweep(order, start, h, w, top, levels, False, out_level, out_box, 0, v1_box,
-                     np.zeros(NUM_LEVELS, np.int64))
+    _component_sweep(order, start, h, w, top, levels, np.empty((h + 2) * (w + 2), np.uint32), False, out_level,
+                     out_box, 0, v1_box, np.zeros(NUM_LEVELS, np.int64))
     return v1_box
