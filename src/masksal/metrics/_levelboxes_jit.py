@@ -161,10 +161,13 @@ def _rep_offsets(rep: np.ndarray, fw: int) -> np.ndarray:
       nogil=True)
 def _hole_sweep(order: np.ndarray, start: np.ndarray, u: np.ndarray, h: int, w: int, top: int, used: np.ndarray,
                 label: np.ndarray, out_level: np.ndarray, out_box: np.ndarray, n_out: int, gamma: np.ndarray,
-                n_holes: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+                slack: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
     """Sweep 1: hole contours of the levels ``L < top`` (boxes grown by one pixel, then clipped
-    like wsolevaluation's), their number per used level (``n_holes``), and ``gamma`` (``(h *
-    w,)``: the level each pixel joins the outside, ``top`` if not below it).
+    like wsolevaluation's), ``gamma`` (``(h * w,)``: the level each pixel joins the outside,
+    ``top`` if not below it) and per used level the most that filling the holes can add to
+    twice a component's polygon area (``slack``, 0 where there is no hole): a 2 x 2 block gains
+    at most 2 and only if it meets a hole's box (a hole's box holds whatever the hole
+    encloses), so twice the number of blocks that meet a hole's box.
 
     Pixels carry the label of a component (``label``, on the framed grid); components form a
     union-find of their own (``parent``), compact where pixels are many. Component 0 is the
@@ -246,7 +249,9 @@ def _hole_sweep(order: np.ndarray, start: np.ndarray, u: np.ndarray, h: int, w: 
                     live[kept] = c
                     kept += 1
             nlive = kept
-            n_holes[level] = nlive
+            for j in range(nlive):
+                c = live[j]
+                slack[level] += 2 * (rec[c, 3] - rec[c, 2] + 2) * (rec[c, 1] // fw - rec[c, 0] // fw + 2)
             if n_out + nlive > out_level.size:
                 out_level, out_box = _room(out_level, out_box, n_out, nlive)
             for j in range(nlive):
@@ -280,18 +285,19 @@ def _hole_sweep(order: np.ndarray, start: np.ndarray, u: np.ndarray, h: int, w: 
     return out_level, out_box, n_out
 
 
-@njit(_SWEPT(_U64, _I64, int64, int64, int64, _BOOL, _U32, boolean, _I32, _I32_2D, int64, _I32_2D, _I64),
+@njit(_SWEPT(_U64, _I64, int64, int64, int64, _BOOL, _U32, boolean, _I32, _I32_2D, int64, _I32_2D, _I64, _I64),
       cache=True, nogil=True)
 def _component_sweep(order: np.ndarray, start: np.ndarray, h: int, w: int, top: int, used: np.ndarray,
                      label: np.ndarray, emit_all: bool, out_level: np.ndarray, out_box: np.ndarray, n_out: int,
-                     v1_box: np.ndarray, unsure: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+                     v1_box: np.ndarray, slack: np.ndarray, unsure: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
     """Sweeps 2 and 3: 8-connected components of ``vals > L`` for the levels ``L < top``, the
     pixels of value ``v`` being ``order[start[v]:start[v + 1]]`` (:func:`_sorted_pixels`).
 
     At every used level: with ``emit_all``, append every component's contour box; write the
     box of the component of largest polygon area (ties: first pixel last in raster order) to
-    ``v1_box[L]``, and mark ``unsure[L]`` unless it would stay the largest with holes filled
-    (see below). Pixels carry component labels as in :func:`_hole_sweep`.
+    ``v1_box[L]``, and mark ``unsure[L]`` unless it would stay the largest with holes filled,
+    filling adding at most ``slack[L]`` to twice a component's area (see :func:`_hole_sweep`).
+    Pixels carry component labels as in :func:`_hole_sweep`.
     """
     fw = w + 2  # a pixel's label is read only once set: label needs no initial values
     n = h * w
@@ -364,11 +370,14 @@ def _component_sweep(order: np.ndarray, start: np.ndarray, h: int, w: int, top: 
                 c = live[j]
                 if rec[c, 4] > rec[best, 4] or (rec[c, 4] == rec[best, 4] and rec[c, 0] > rec[best, 0]):
                     best = c
-            # Filling holes only adds area, and a component's contour encloses at most its box,
-            # (x1 - x0) (y1 - y0): if no other box can hold the best area, holes change nothing.
+            # Filling holes only adds area, at most slack[L] (twice the area) and at most up to the
+            # box (x1 - x0) (y1 - y0) a contour encloses: unless another component could reach
+            # the best area so, holes change nothing (a component in a hole of another is
+            # outdone by it: that one reaches it).
             for j in range(nlive):
                 c = live[j]
-                if c != best and 2 * (rec[c, 3] - rec[c, 2]) * (rec[c, 1] // fw - rec[c, 0] // fw) >= rec[best, 4]:
+                if c != best and slack[level] > 0 and rec[c, 4] + slack[level] >= rec[best, 4] \
+                        and 2 * (rec[c, 3] - rec[c, 2]) * (rec[c, 1] // fw - rec[c, 0] // fw) >= rec[best, 4]:
                     unsure[level] = 1
                     break
             v1_box[level, 0] = rec[best, 2]
@@ -408,17 +417,17 @@ def map_level_boxes(u: np.ndarray, used: np.ndarray) -> tuple[np.ndarray, np.nda
     if top == 0:
         return out_level[:0], out_box[:0], v1_box, refill, gamma
     order, start = _sorted_pixels(flat, h, w)
-    n_holes = np.zeros(NUM_LEVELS, np.int64)
+    slack = np.zeros(NUM_LEVELS, np.int64)
     unsure = np.zeros(NUM_LEVELS, np.int64)
     label = np.empty((h + 2) * (w + 2), np.uint32)  # one grid for both sweeps
     out_level, out_box, n_out = _hole_sweep(order, start, flat, h, w, top, used, label, out_level, out_box, 0, gamma,
-                                            n_holes)
+                                            slack)
     out_level, out_box, n_out = _component_sweep(order, start, h, w, top, used, label, True, out_level, out_box,
-                                                 n_out, v1_box, unsure)
+                                                 n_out, v1_box, slack, unsure)
     # Where a level has no hole, the filled components are the components; elsewhere, unless
     # the largest one is sure to stay so, the areas of the hole-filled components decide.
     for lv in range(top):
-        refill[lv] = used[lv] and n_holes[lv] > 0 and unsure[lv] > 0
+        refill[lv] = used[lv] and unsure[lv] > 0
     # Group the boxes by level (counting sort; the sweeps emit holes rising, components falling).
     count = np.zeros(NUM_LEVELS + 1, np.int64)
     for i in range(n_out):
@@ -453,5 +462,5 @@ def filled_v1_boxes(gamma: np.ndarray, levels: np.ndarray, v1_box: np.ndarray) -
     out_level = np.empty(1, np.int32)
     out_box = np.empty((1, 4), np.int32)
     _component_sweep(order, start, h, w, top, levels, np.empty((h + 2) * (w + 2), np.uint32), False, out_level,
-                     out_box, 0, v1_box, np.zeros(NUM_LEVELS, np.int64))
+                     out_box, 0, v1_box, np.zeros(NUM_LEVELS, np.int64), np.zeros(NUM_LEVELS, np.int64))
     return v1_box
