@@ -18,10 +18,13 @@ pixels, sorted by value once (a counting sort), and keeping each component's box
    could hold the best area, the components of the hole-filled foreground ``gamma > L`` decide:
    swept the same way (:func:`filled_v1_boxes`), or read from OpenCV at those few levels.
 
-Present neighbours (labelled pixels) that touch each other are already in one component, so a
-new pixel looks up (``find``) one neighbour per group of touching neighbours (a table over the
-256 neighbourhoods), usually one; the grid has a one-pixel frame so that no neighbour needs a
-bounds check.
+Which neighbours of a pixel are present when it arrives depends only on the map (higher, or equal
+and before in raster order, for the falling sweep; lower, or equal and before, for the rising
+one): the counting sort works both ring masks out for every pixel in a vectorized raster pass and
+packs them with the pixel's position, so that a sweep reads one word per pixel. Present
+neighbours that touch each other are already in one component, so a new pixel looks up
+(``find``) one neighbour per group of touching neighbours (a table over the 256 neighbourhoods),
+usually one; the grid has a one-pixel frame so that no neighbour needs a bounds check.
 
 Written by hand because neither OpenCV nor scikit-image offers a component tree with per-node
 boxes, and a compiled sweep is what makes all 255 levels cost about one pass over the pixels. The
