@@ -136,3 +136,91 @@ def test_an_empty_batch_adds_nothing(backend: str) -> None:
     metric = MaxBoxAccuracy(backend=backend)  # type: ignore[arg-type]
     metric.update(torch.zeros(0, 16, 16), Batch(torch.zeros(0, 3, 16, 16), torch.zeros(0, dtype=torch.long), []))
     assert metric.num_images == 0 and not metric.state_dict()["hits_v2"].any()
+
+
+def _hand_made_maps() -> dict[str, np.ndarray]:
+    """Small maps whose contours at level 0 (foreground: value 1) are known by hand."""
+    maps = {}
+    ring = np.zeros((12, 14))
+    ring[2:10, 2:12] = 1
+    ring[4:8, 4:10] = 0  # a ring with one 4 x 6 hole
+    maps["ring"] = ring
+    nested = np.zeros((16, 16))
+    nested[1:15, 1:15] = 1
+    nested[3:13, 3:13] = 0
+    nested[5:11, 5:11] = 1
+    nested[7:9, 7:9] = 0  # a ring in the hole of a ring: two holes, two outer contours
+    maps["nested"] = nested
+    border = np.zeros((10, 10))
+    border[0:8, 0:8] = 1
+    border[2:6, 0:4] = 0  # the background reaches the image border: no hole
+    maps["border hole"] = border
+    pixel = np.zeros((9, 9))
+    pixel[1:8, 1:8] = 1
+    pixel[3, 3] = pixel[5, 5] = 0  # two 1-pixel holes
+    maps["1-pixel holes"] = pixel
+    diagonal = np.zeros((8, 8))
+    diagonal[1:7, 1:7] = 1
+    diagonal[3, 3] = diagonal[4, 4] = 0  # background touching only diagonally: two holes (4-connected)
+    diagonal[6, 7] = 1  # foreground touching only diagonally at (5, 6)-(6, 7): one component (8-connected)
+    maps["diagonals"] = diagonal
+    # Filling decides the largest contour: the ring (36 pixels, polygon area 64 filled) beats the
+    # solid block (42 pixels, area 30) only with its hole filled.
+    decide = np.zeros((12, 22))
+    decide[1:10, 1:10] = 1
+    decide[2:9, 2:9] = 0
+    decide[1:7, 12:19] = 1
+    maps["filled ring wins"] = decide
+    return maps
+
+
+@pytest.mark.parametrize("name", list(_hand_made_maps()))
+@pytest.mark.parametrize("refill", [0, 16])
+def test_hand_made_holes_match_findcontours(name: str, refill: int) -> None:
+    m = _hand_made_maps()[name]
+    got = compiled_contour_boxes(m, np.arange(255), opencv_refill_max=refill)
+    all_boxes, largest = opencv_boxes((m * 255).astype(np.uint8), 0)
+    assert sorted(tuple(b) for b in got.v2_box[got.v2_level == 0].tolist()) == all_boxes
+    assert tuple(got.v1_box[0, 0].tolist()) == largest
+    expected = {"ring": 2, "nested": 4, "border hole": 1, "1-pixel holes": 3, "diagonals": 3, "filled ring wins": 3}
+    assert len(all_boxes) == expected[name]  # the contour counts worked out by hand
+
+
+def test_largest_contour_is_redone_only_where_holes_can_change_it() -> None:
+    from masksal.metrics._levelboxes_jit import map_level_boxes
+
+    used = np.ones(256, dtype=bool)
+    m = _hand_made_maps()["filled ring wins"]
+    _, _, v1, refill, _ = map_level_boxes((m * 255).astype(np.uint8), used)
+    assert refill[:255].all() and not refill[255]  # every level of the binary map: the hole can lift the ring
+    assert tuple(compiled_contour_boxes(m, np.arange(1)).v1_box[0, 0].tolist()) == (1, 1, 10, 10)
+    # A 10 x 10 block, a one-pixel-wide L whose box could hold more than the block, and a small
+    # ring whose 1-pixel hole adds too little to lift either: no level needs the filled areas.
+    m = np.zeros((32, 32))
+    m[1:11, 20:30] = 1
+    m[30, 1:25] = 1
+    m[6:31, 1] = 1
+    m[2:5, 2:5] = 1
+    m[3, 3] = 0
+    _, _, v1, refill, _ = map_level_boxes((m * 255).astype(np.uint8), used)
+    assert not refill.any() and tuple(v1[0].tolist()) == opencv_boxes((m * 255).astype(np.uint8), 0)[1]
+    assert tuple(v1[0].tolist()) == (20, 1, 30, 11)
+
+
+@pytest.mark.parametrize("backend", ["numba", "numpy"])
+def test_float32_maps_score_as_their_float64_values(backend: str) -> None:
+    # The compiled path reads float32 maps without a float64 copy: the same hits as the same
+    # values in float64 (raw scores, a constant map, a NaN map scored as zeros).
+    rng = np.random.default_rng(3)
+    maps = np.stack([random_map("smooth", 40, 40, 1), random_map("noise", 40, 40, 2), random_map("tied", 40, 40, 3),
+                     random_map("constant", 40, 40, 4)]).astype(np.float32) * np.float32(7.3) - np.float32(2.1)
+    maps[3, 2, 2] = np.nan
+    gts = [[[int(x), int(y), int(x) + 12, int(y) + 9]] for x, y in rng.integers(0, 28, (4, 2))]
+    states = []
+    for dtype in (torch.float32, torch.float64):
+        metric = MaxBoxAccuracy(backend=backend, nan_maps="zero")  # type: ignore[arg-type]
+        metric.update(torch.from_numpy(maps).to(dtype), make_batch(gts, size=40))
+        states.append(metric.state_dict())
+    for key in ("hits_v1", "hits_v2", "count"):
+        np.testing.assert_array_equal(states[0][key], states[1][key])
+    assert states[0]["hits_v2"].sum() > 0

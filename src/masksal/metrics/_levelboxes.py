@@ -327,9 +327,9 @@ def compiled_level_ious(maps: np.ndarray, gts: list[np.ndarray], used: np.ndarra
     """Best IoU with the ground truth at every used level below each map's maximum, compiled.
 
     Args:
-        maps: ``(B, H, W)`` float64 maps, raw or already min-max normalized (normalizing is then
-            the identity); a constant map or one with NaN is scored as all zeros, as
-            wsolevaluation does.
+        maps: ``(B, H, W)`` float64 or float32 maps (float32 values are widened to float64
+            exactly), raw or already min-max normalized (normalizing is then the identity); a
+            constant map or one with NaN is scored as all zeros, as wsolevaluation does.
         gts: per map, ``(K_i, 4)`` float64 inclusive boxes (clipped); a map without box is skipped.
         used: ``(256,)`` bool, the levels. opencv_refill_max: see :func:`compiled_map_boxes`.
 
@@ -340,7 +340,7 @@ def compiled_level_ious(maps: np.ndarray, gts: list[np.ndarray], used: np.ndarra
     """
     from masksal.metrics._levelious_jit import batch_level_ious, normalized_uint8
 
-    maps = np.ascontiguousarray(maps, dtype=np.float64)
+    maps = np.ascontiguousarray(maps, dtype=np.float32 if maps.dtype == np.float32 else np.float64)
     start = np.zeros(len(gts) + 1, dtype=np.int64)
     start[1:] = np.cumsum([len(g) for g in gts])
     flat = np.ascontiguousarray(np.concatenate([np.asarray(g, dtype=np.float64).reshape(-1, 4) for g in gts]))

@@ -18,10 +18,13 @@ pixels, sorted by value once (a counting sort), and keeping each component's box
    could hold the best area, the components of the hole-filled foreground ``gamma > L`` decide:
    swept the same way (:func:`filled_v1_boxes`), or read from OpenCV at those few levels.
 
-Present neighbours (labelled pixels) that touch each other are already in one component, so a
-new pixel looks up (``find``) one neighbour per group of touching neighbours (a table over the
-256 neighbourhoods), usually one; the grid has a one-pixel frame so that no neighbour needs a
-bounds check.
+Which neighbours of a pixel are present when it arrives depends only on the map (higher, or equal
+and before in raster order, for the falling sweep; lower, or equal and before, for the rising
+one): the counting sort works both ring masks out for every pixel in a vectorized raster pass and
+packs them with the pixel's position, so that a sweep reads one word per pixel. Present
+neighbours that touch each other are already in one component, so a new pixel looks up
+(``find``) one neighbour per group of touching neighbours (a table over the 256 neighbourhoods),
+usually one; the grid has a one-pixel frame so that no neighbour needs a bounds check.
 
 Written by hand because neither OpenCV nor scikit-image offers a component tree with per-node
 boxes, and a compiled sweep is what makes all 255 levels cost about one pass over the pixels. The
@@ -32,7 +35,7 @@ from __future__ import annotations
 
 import numpy as np
 from numba import njit
-from numba.types import Array, Tuple, boolean, int32, int64, uint8  # type: ignore[attr-defined]
+from numba.types import Array, Tuple, boolean, int16, int32, int64, uint8, uint16, uint32, uint64, void  # type: ignore[attr-defined]
 
 from masksal.metrics._levelboxes import neighbour_tables
 
@@ -44,13 +47,17 @@ _GROW = 1024  # initial room for the boxes of one map (doubled when full)
 # cache when this module is imported.
 _I32, _I32_2D, _I64, _U8, _BOOL = Array(int32, 1, "C"), Array(int32, 2, "C"), \
     Array(int64, 1, "C"), Array(uint8, 1, "C"), Array(boolean, 1, "C")
+_U32, _U64 = Array(uint32, 1, "C"), Array(uint64, 1, "C")
+_U = np.uint64
+_P, _X, _FG, _BG = _U(0xFFFFFFFF), _U(32), _U(47), _U(55)  # fields of the sorted pixels (_sorted_pixels)
 _BUFFERS = Tuple((_I32, _I32_2D))
 _SWEPT = Tuple((_I32, _I32_2D, int64))
 
 _REP8, _NREP8, _REP4, _NREP4, _AREA2 = neighbour_tables()
+_NREP8, _NREP4, _AREA2 = _NREP8.astype(np.uint8), _NREP4.astype(np.uint8), _AREA2.astype(np.int32)
 
 
-@njit(int64(_I32, int64), cache=True, nogil=True, inline="always")
+@njit(uint32(_U32, uint32), cache=True, nogil=True, inline="always")
 def _find(parent: np.ndarray, i: int) -> int:
     """Root of ``i``, halving the path on the way."""
     while parent[i] != i:
@@ -59,53 +66,70 @@ def _find(parent: np.ndarray, i: int) -> int:
     return i
 
 
-@njit(Tuple((_I32, _I64))(_U8, int64, int64), cache=True, nogil=True)
+@njit(void(Array(int16, 1, "C"), Array(int16, 1, "C"), Array(int16, 1, "C"), Array(uint16, 1, "C"), int64),
+      cache=True, nogil=True)
+def _row_masks(up: np.ndarray, mid: np.ndarray, down: np.ndarray, out: np.ndarray, w: int) -> None:
+    """The masks of :func:`_sorted_pixels` (``fg | bg << 8``) of one row, from it and its
+    neighbour rows framed by -1 (``(w + 2,)`` int16 each): a loop the compiler vectorizes."""
+    for x in range(w):
+        v = mid[x + 1]
+        fg = (np.int16(up[x] >= v) | np.int16(up[x + 1] >= v) << 1 | np.int16(up[x + 2] >= v) << 2
+              | np.int16(mid[x + 2] > v) << 3 | np.int16(down[x + 2] > v) << 4 | np.int16(down[x + 1] > v) << 5
+              | np.int16(down[x] > v) << 6 | np.int16(mid[x] >= v) << 7)
+        bg = (np.int16(up[x] <= v) | np.int16(up[x + 1] <= v) << 1 | np.int16(up[x + 2] <= v) << 2
+              | np.int16(mid[x + 2] < v) << 3 | np.int16(down[x + 2] < v) << 4 | np.int16(down[x + 1] < v) << 5
+              | np.int16(down[x] < v) << 6 | np.int16(mid[x] <= v) << 7)
+        out[x] = np.uint16(fg | bg << 8)
+
+
+@njit(Tuple((_U64, _I64))(_U8, int64, int64), cache=True, nogil=True)
 def _sorted_pixels(vals: np.ndarray, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
-    """Pixels grouped by value (a counting sort; raster order within a value).
+    """Pixels grouped by value (a counting sort; raster order within a value), each with the
+    neighbours present when it arrives in either sweep.
 
     Args:
         vals: ``(h * w,)`` uint8 image (raster order).
 
     Returns:
         ``(order, start)``: ``order[start[v]:start[v + 1]]`` are the pixels of value ``v``, each
-        as ``y << 16 | x``.
+        as ``p | x << 32 | fg << 47 | bg << 55``, ``p`` its index on the grid framed by one pixel
+        (``(h + 2) x (w + 2)``) and ``x`` its column; ``fg`` (``bg``) is the ring mask of the
+        neighbours already in the foreground of the falling sweep (the background of the rising
+        sweep, the frame included) when the pixel joins it.
     """
     start = np.zeros(NUM_LEVELS + 1, np.int64)
     for i in range(h * w):
         start[vals[i] + 1] += 1
     for v in range(NUM_LEVELS):
         start[v + 1] += start[v]
-    fill = start[:NUM_LEVELS].copy()
-    order = np.empty(h * w, np.int32)
-    for y in range(h):
-        for x in range(w):
-            v = vals[y * w + x]
-            order[fill[v]] = y << 16 | x
-            fill[v] += 1
-    return order, start
-
-
-@njit(_I32(int64, int64, int64), cache=True, nogil=True)
-def _labels(h: int, w: int, frame: int) -> np.ndarray:
-    """Pixel labels on the framed ``(h + 2) x (w + 2)`` grid (flat): -1 (not present yet) inside,
-    ``frame`` on the one-pixel frame."""
+    fill = start[:NUM_LEVELS].astype(np.uint64)
+    order = np.empty(h * w, np.uint64)
+    # A neighbour is in the falling sweep's foreground when it is higher, or equal and before
+    # in raster order (NW, N, NE, W); in the rising sweep's background when lower, or equal and
+    # before. The frame (-1) is always background, never foreground. Three framed rows roll.
     fw = w + 2
-    size_f = (h + 2) * fw
-    label = np.full(size_f, -1, np.int32)
-    label[:fw] = frame
-    label[size_f - fw:] = frame
-    for y in range(1, h + 1):
-        label[y * fw] = frame
-        label[y * fw + w + 1] = frame
-    return label
-
-
-@njit(int64(_I32, int64, int64), cache=True, nogil=True, inline="always")
-def _present(label: np.ndarray, p: int, fw: int) -> int:
-    """Ring mask of the neighbours of ``p`` already present (labelled)."""
-    return (int(label[p - fw - 1] >= 0) | int(label[p - fw] >= 0) << 1 | int(label[p - fw + 1] >= 0) << 2
-            | int(label[p + 1] >= 0) << 3 | int(label[p + fw + 1] >= 0) << 4 | int(label[p + fw] >= 0) << 5
-            | int(label[p + fw - 1] >= 0) << 6 | int(label[p - 1] >= 0) << 7)
+    rows = np.full(3 * fw, -1, np.int16)
+    for x in range(w):
+        rows[fw + x + 1] = vals[x]
+    masks = np.empty(w, np.uint16)
+    for y in range(h):
+        up = rows[y % 3 * fw:y % 3 * fw + fw]
+        mid = rows[(y + 1) % 3 * fw:(y + 1) % 3 * fw + fw]
+        down = rows[(y + 2) % 3 * fw:(y + 2) % 3 * fw + fw]
+        if y + 1 < h:
+            for x in range(w):
+                down[x + 1] = vals[(y + 1) * w + x]
+        else:
+            down[:] = -1
+        _row_masks(up, mid, down, masks, w)
+        row = vals[y * w:(y + 1) * w]
+        p0 = (y + 1) * fw + 1
+        for x in range(w):
+            v = row[x]
+            m = _U(masks[x])
+            order[fill[v]] = _U(p0 + x) | _U(x) << _U(32) | (m & _U(0xFF)) << _FG | (m >> _U(8)) << _BG
+            fill[v] += _U(1)
+    return order, start
 
 
 @njit(_BUFFERS(_I32, _I32_2D, int64, int64), cache=True, nogil=True)
@@ -121,104 +145,125 @@ def _room(out_level: np.ndarray, out_box: np.ndarray, n_out: int, more: int) -> 
     return grown_level, grown_box
 
 
-@njit(_I64(int64), cache=True, nogil=True)
-def _ring_offsets(fw: int) -> np.ndarray:
-    """Flat offsets of the 8 ring neighbours on a grid of row length ``fw``."""
-    offs = np.empty(8, np.int64)
+@njit(_U64(Array(int64, 2, "C", readonly=True), int64), cache=True, nogil=True)
+def _rep_offsets(rep: np.ndarray, fw: int) -> np.ndarray:
+    """``(256 * 4,)``: the flat offsets (modulo 2**64) on a grid of row length ``fw`` of the ring
+    positions ``rep`` (:func:`masksal.metrics._levelboxes.neighbour_tables`), 4 per mask."""
+    ring = np.empty(8, np.int64)
     for j in range(8):
-        offs[j] = (1 if j in (4, 5, 6) else -1 if j in (0, 1, 2) else 0) * fw + \
+        ring[j] = (1 if j in (4, 5, 6) else -1 if j in (0, 1, 2) else 0) * fw + \
             (1 if j in (2, 3, 4) else -1 if j in (0, 6, 7) else 0)
-    return offs
+    out = np.empty(NUM_LEVELS * 4, np.uint64)
+    for m in range(NUM_LEVELS):
+        for t in range(4):
+            out[m * 4 + t] = _U(ring[rep[m, t]])
+    return out
 
 
-@njit(_SWEPT(_I32, _I64, _U8, int64, int64, int64, _BOOL, _I32, _I32_2D, int64, _U8, _I64), cache=True, nogil=True)
+@njit(_SWEPT(_U64, _I64, _U8, int64, int64, int64, _BOOL, _U32, _I32, _I32_2D, int64, _U8, _I64), cache=True,
+      nogil=True)
 def _hole_sweep(order: np.ndarray, start: np.ndarray, u: np.ndarray, h: int, w: int, top: int, used: np.ndarray,
-                out_level: np.ndarray, out_box: np.ndarray, n_out: int, gamma: np.ndarray,
-                n_holes: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+                label: np.ndarray, out_level: np.ndarray, out_box: np.ndarray, n_out: int, gamma: np.ndarray,
+                slack: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
     """Sweep 1: hole contours of the levels ``L < top`` (boxes grown by one pixel, then clipped
-    like wsolevaluation's), their number per level (``n_holes``), and ``gamma`` (``(h * w,)``:
-    the level each pixel joins the outside, ``top`` if not below it).
+    like wsolevaluation's), ``gamma`` (``(h * w,)``: the level each pixel joins the outside,
+    ``top`` if not below it) and per used level the most that filling the holes can add to
+    twice a component's polygon area (``slack``, 0 where there is no hole): a 2 x 2 block gains
+    at most 2 and only if it meets a hole's box (a hole's box holds whatever the hole
+    encloses), so twice the number of blocks that meet a hole's box.
 
     Pixels carry the label of a component (``label``, on the framed grid); components form a
     union-find of their own (``parent``), compact where pixels are many. Component 0 is the
     outside: the frame's, never a hole, never merged into another.
     """
     fw = w + 2
-    label = _labels(h, w, 0)  # pixels at the map's maximum stay -1: never background
+    label[:fw] = 0  # the frame is the outside; inside, a pixel's label is read only once set
+    label[(h + 1) * fw:] = 0
+    for y in range(1, h + 1):
+        label[y * fw] = label[y * fw + fw - 1] = 0
     n = h * w + 1
-    parent = np.empty(n, np.int32)
-    size = np.empty(n, np.int32)
-    x0 = np.empty(n, np.int32)
-    y0 = np.empty(n, np.int32)
-    x1 = np.empty(n, np.int32)
-    y1 = np.empty(n, np.int32)
+    parent = np.empty(n, np.uint32)
+    # Per component: first and last pixel in raster order (their rows are the box's top and
+    # bottom), leftmost and rightmost column; one record per 16 bytes.
+    rec = np.empty((n, 4), np.int32)
     into = np.empty(n, np.int32)  # the component each one was merged into (-1: none yet), never compressed
     when = np.empty(n, np.int32)  # the level it was
-    live = np.empty(n, np.int32)  # the components not joined to the outside
-    where = np.empty(n, np.int32)
+    live = np.empty(n, np.uint32)  # the components created, those merged since dropped at each used level
     parent[0] = 0
     into[0] = -1
     ncomp, nlive = 1, 0
-    offs = _ring_offsets(fw)
+    offs = _rep_offsets(_REP4, fw)
+    # Indices are unsigned in the loops below: numba then skips its negative-index wrap-around.
+    # Box rows come from the first and last pixel (raster order, framed grid) of a component.
     for level in range(top):
-        for k in range(start[level], start[level + 1]):
+        for k in range(_U(start[level]), _U(start[level + 1])):
             e = order[k]
-            y = e >> 16
-            x = e & 0xFFFF
-            p = (y + 1) * fw + x + 1
-            mask = _present(label, p, fw)
+            p = e & _P
+            mask = e >> _BG
             nrep = _NREP4[mask]
-            if nrep == 0:  # a new component
-                c = ncomp
+            if nrep == 1:  # most pixels: one group of neighbours, most often the outside's
+                c = label[p + offs[mask << _U(2)]]
+                if c != 0:
+                    c = _find(parent, c)
+                    if c != 0:
+                        pi, xi = np.int32(p), np.int32(e >> _X & _U(0x7FFF))
+                        rec[c, 0] = min(rec[c, 0], pi)
+                        rec[c, 1] = max(rec[c, 1], pi)
+                        rec[c, 2] = min(rec[c, 2], xi)
+                        rec[c, 3] = max(rec[c, 3], xi)
+            elif nrep == 0:  # a new component
+                c = np.uint32(ncomp)
                 ncomp += 1
                 parent[c] = c
-                size[c] = 0
-                x0[c] = x1[c] = x
-                y0[c] = y1[c] = y
+                pi, xi = np.int32(p), np.int32(e >> _X & _U(0x7FFF))
+                rec[c, 0] = rec[c, 1] = pi
+                rec[c, 2] = rec[c, 3] = xi
                 into[c] = -1
-                where[c] = nlive
                 live[nlive] = c
                 nlive += 1
             else:
-                c = _find(parent, label[p + offs[_REP4[mask, 0]]])
-                for t in range(1, nrep):
-                    d = _find(parent, label[p + offs[_REP4[mask, t]]])
+                c = _find(parent, label[p + offs[mask << _U(2)]])
+                for t in range(_U(1), _U(nrep)):
+                    d = _find(parent, label[p + offs[mask << _U(2) | t]])
                     if d == c:
                         continue
-                    if d == 0 or (c != 0 and size[d] > size[c]):
+                    if d == 0 or (c != 0 and d < c):  # into the outside, else into the older
                         c, d = d, c
-                    # d is merged into c (the outside never is merged into another)
                     parent[d] = c
                     into[d] = c
                     when[d] = level
-                    size[c] += size[d]
                     if c != 0:
-                        x0[c] = min(x0[c], x0[d])
-                        y0[c] = min(y0[c], y0[d])
-                        x1[c] = max(x1[c], x1[d])
-                        y1[c] = max(y1[c], y1[d])
-                    last = live[nlive - 1]
-                    live[where[d]] = last
-                    where[last] = where[d]
-                    nlive -= 1
+                        rec[c, 0] = min(rec[c, 0], rec[d, 0])
+                        rec[c, 1] = max(rec[c, 1], rec[d, 1])
+                        rec[c, 2] = min(rec[c, 2], rec[d, 2])
+                        rec[c, 3] = max(rec[c, 3], rec[d, 3])
                 if c != 0:
-                    x0[c] = min(x0[c], x)
-                    y0[c] = min(y0[c], y)
-                    x1[c] = max(x1[c], x)
-                    y1[c] = max(y1[c], y)
-            size[c] += 1
+                    pi, xi = np.int32(p), np.int32(e >> _X & _U(0x7FFF))
+                    rec[c, 0] = min(rec[c, 0], pi)
+                    rec[c, 1] = max(rec[c, 1], pi)
+                    rec[c, 2] = min(rec[c, 2], xi)
+                    rec[c, 3] = max(rec[c, 3], xi)
             label[p] = c
-        n_holes[level] = nlive
-        if used[level] and nlive:
+        if used[level]:
+            kept = 0
+            for j in range(nlive):
+                c = live[j]
+                if parent[c] == c:
+                    live[kept] = c
+                    kept += 1
+            nlive = kept
+            for j in range(nlive):
+                c = live[j]
+                slack[level] += 2 * (rec[c, 3] - rec[c, 2] + 2) * (rec[c, 1] // fw - rec[c, 0] // fw + 2)
             if n_out + nlive > out_level.size:
                 out_level, out_box = _room(out_level, out_box, n_out, nlive)
             for j in range(nlive):
                 c = live[j]
                 out_level[n_out] = level
-                out_box[n_out, 0] = x0[c] - 1
-                out_box[n_out, 1] = y0[c] - 1
-                out_box[n_out, 2] = min(x1[c] + 2, w - 1)
-                out_box[n_out, 3] = min(y1[c] + 2, h - 1)
+                out_box[n_out, 0] = rec[c, 2] - 1
+                out_box[n_out, 1] = rec[c, 0] // fw - 2
+                out_box[n_out, 2] = min(rec[c, 3] + 2, w - 1)
+                out_box[n_out, 3] = min(rec[c, 1] // fw + 1, h - 1)
                 n_out += 1
     # A component's pixels join the outside when the chain of merges from it reaches component 0:
     # at the level of the last merge on the chain (memoized in `joined`; top if it never does).
@@ -234,117 +279,114 @@ def _hole_sweep(order: np.ndarray, start: np.ndarray, u: np.ndarray, h: int, w: 
             if into[d] <= 0:
                 break
             d = into[d]
-    for y in range(h):
+    for y in range(h):  # pixels at the top level, never labelled, keep gamma = u = top
+        lab = label[(y + 1) * fw + 1:(y + 1) * fw + 1 + w]
         for x in range(w):
-            c = label[(y + 1) * fw + x + 1]
-            gamma[y * w + x] = u[y * w + x] if c == 0 else (joined[c] if c > 0 else top)
+            c = lab[x]
+            if c != 0 and u[y * w + x] < top:
+                gamma[y * w + x] = joined[c]
     return out_level, out_box, n_out
 
 
-@njit(_SWEPT(_I32, _I64, int64, int64, int64, _BOOL, boolean, _I32, _I32_2D, int64, _I32_2D, _I64),
+@njit(_SWEPT(_U64, _I64, int64, int64, int64, _BOOL, _U32, boolean, _I32, _I32_2D, int64, _I32_2D, _I64, _I64),
       cache=True, nogil=True)
 def _component_sweep(order: np.ndarray, start: np.ndarray, h: int, w: int, top: int, used: np.ndarray,
-                     emit_all: bool, out_level: np.ndarray, out_box: np.ndarray, n_out: int, v1_box: np.ndarray,
-                     unsure: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+                     label: np.ndarray, emit_all: bool, out_level: np.ndarray, out_box: np.ndarray, n_out: int,
+                     v1_box: np.ndarray, slack: np.ndarray, unsure: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
     """Sweeps 2 and 3: 8-connected components of ``vals > L`` for the levels ``L < top``, the
     pixels of value ``v`` being ``order[start[v]:start[v + 1]]`` (:func:`_sorted_pixels`).
 
     At every used level: with ``emit_all``, append every component's contour box; write the
     box of the component of largest polygon area (ties: first pixel last in raster order) to
-    ``v1_box[L]``, and mark ``unsure[L]`` unless it would stay the largest with holes filled
-    (see below). Pixels carry component labels as in :func:`_hole_sweep`.
+    ``v1_box[L]``, and mark ``unsure[L]`` unless it would stay the largest with holes filled,
+    filling adding at most ``slack[L]`` to twice a component's area (see :func:`_hole_sweep`).
+    Pixels carry component labels as in :func:`_hole_sweep`.
     """
-    fw = w + 2
-    label = _labels(h, w, -1)
+    fw = w + 2  # a pixel's label is read only once set: label needs no initial values
     n = h * w
-    parent = np.empty(n, np.int32)
-    size = np.empty(n, np.int32)
-    x0 = np.empty(n, np.int32)
-    y0 = np.empty(n, np.int32)
-    x1 = np.empty(n, np.int32)
-    y1 = np.empty(n, np.int32)
-    area = np.empty(n, np.int64)  # twice the polygon area
-    first = np.empty(n, np.int64)  # first pixel in raster order
-    live = np.empty(n, np.int32)
-    where = np.empty(n, np.int32)
+    parent = np.empty(n, np.uint32)
+    # Per component: first and last pixel in raster order (the first is OpenCV's tie-break, their
+    # rows the box's top and bottom), leftmost and rightmost column, twice the polygon area.
+    rec = np.empty((n, 8), np.int32)
+    live = np.empty(n, np.uint32)
     ncomp, nlive = 0, 0
-    offs = _ring_offsets(fw)
+    offs = _rep_offsets(_REP8, fw)
     for level in range(top - 1, -1, -1):
-        for k in range(start[level + 1], start[level + 2]):
+        for k in range(_U(start[level + 1]), _U(start[level + 2])):
             e = order[k]
-            y = e >> 16
-            x = e & 0xFFFF
-            p = (y + 1) * fw + x + 1
-            mask = _present(label, p, fw)
+            p = e & _P
+            mask = e >> _FG & _U(0xFF)
             nrep = _NREP8[mask]
-            if nrep == 0:  # a new component
-                c = ncomp
+            pi, xi = np.int32(p), np.int32(e >> _X & _U(0x7FFF))
+            if nrep == 1:  # most pixels: one group of neighbours
+                c = _find(parent, label[p + offs[mask << _U(2)]])
+            elif nrep == 0:  # a new component
+                c = np.uint32(ncomp)
                 ncomp += 1
                 parent[c] = c
-                size[c] = 0
-                x0[c] = x1[c] = x
-                y0[c] = y1[c] = y
-                area[c] = 0
-                first[c] = y * w + x
-                where[c] = nlive
+                rec[c, 0] = rec[c, 1] = pi
+                rec[c, 2] = rec[c, 3] = xi
+                rec[c, 4] = 0
                 live[nlive] = c
                 nlive += 1
             else:
-                c = _find(parent, label[p + offs[_REP8[mask, 0]]])
-                for t in range(1, nrep):
-                    d = _find(parent, label[p + offs[_REP8[mask, t]]])
+                c = _find(parent, label[p + offs[mask << _U(2)]])
+                for t in range(_U(1), _U(nrep)):
+                    d = _find(parent, label[p + offs[mask << _U(2) | t]])
                     if d == c:
                         continue
-                    if size[d] > size[c]:
+                    if rec[d, 4] > rec[c, 4]:  # into the larger
                         c, d = d, c
                     parent[d] = c
-                    size[c] += size[d]
-                    x0[c] = min(x0[c], x0[d])
-                    y0[c] = min(y0[c], y0[d])
-                    x1[c] = max(x1[c], x1[d])
-                    y1[c] = max(y1[c], y1[d])
-                    area[c] += area[d]
-                    first[c] = min(first[c], first[d])
-                    last = live[nlive - 1]
-                    live[where[d]] = last
-                    where[last] = where[d]
-                    nlive -= 1
-                x0[c] = min(x0[c], x)
-                y0[c] = min(y0[c], y)
-                x1[c] = max(x1[c], x)
-                y1[c] = max(y1[c], y)
-                first[c] = min(first[c], y * w + x)
-                area[c] += _AREA2[mask]
-            size[c] += 1
+                    rec[c, 0] = min(rec[c, 0], rec[d, 0])
+                    rec[c, 1] = max(rec[c, 1], rec[d, 1])
+                    rec[c, 2] = min(rec[c, 2], rec[d, 2])
+                    rec[c, 3] = max(rec[c, 3], rec[d, 3])
+                    rec[c, 4] += rec[d, 4]
+            rec[c, 0] = min(rec[c, 0], pi)
+            rec[c, 1] = max(rec[c, 1], pi)
+            rec[c, 2] = min(rec[c, 2], xi)
+            rec[c, 3] = max(rec[c, 3], xi)
+            rec[c, 4] += _AREA2[mask]
             label[p] = c
         if used[level]:
+            kept = 0
+            for j in range(nlive):
+                c = live[j]
+                if parent[c] == c:
+                    live[kept] = c
+                    kept += 1
+            nlive = kept
             if emit_all:
                 if n_out + nlive > out_level.size:
                     out_level, out_box = _room(out_level, out_box, n_out, nlive)
                 for j in range(nlive):
                     c = live[j]
                     out_level[n_out] = level
-                    out_box[n_out, 0] = x0[c]
-                    out_box[n_out, 1] = y0[c]
-                    out_box[n_out, 2] = min(x1[c] + 1, w - 1)
-                    out_box[n_out, 3] = min(y1[c] + 1, h - 1)
+                    out_box[n_out, 0] = rec[c, 2]
+                    out_box[n_out, 1] = rec[c, 0] // fw - 1
+                    out_box[n_out, 2] = min(rec[c, 3] + 1, w - 1)
+                    out_box[n_out, 3] = min(rec[c, 1] // fw, h - 1)
                     n_out += 1
             best = live[0]
             for j in range(1, nlive):
                 c = live[j]
-                if area[c] > area[best] or (area[c] == area[best] and first[c] > first[best]):
+                if rec[c, 4] > rec[best, 4] or (rec[c, 4] == rec[best, 4] and rec[c, 0] > rec[best, 0]):
                     best = c
-            # Filling holes only adds area, and a component's contour encloses at most its box,
-            # (x1 - x0) (y1 - y0): if no other box can hold the best area, holes change nothing.
+            # Filling holes only adds area, at most slack[L] (twice the area) and at most up to the
+            # box (x1 - x0) (y1 - y0) a contour encloses: unless another component could reach
+            # the best area so, holes change nothing (a component in a hole of another is
+            # outdone by it: that one reaches it).
             for j in range(nlive):
                 c = live[j]
-                if c != best and 2 * (x1[c] - x0[c]) * (y1[c] - y0[c]) >= area[best]:
+                if c != best and slack[level] > 0 and rec[c, 4] + slack[level] >= rec[best, 4] \
+                        and 2 * (rec[c, 3] - rec[c, 2]) * (rec[c, 1] // fw - rec[c, 0] // fw) >= rec[best, 4]:
                     unsure[level] = 1
                     break
-            v1_box[level, 0] = x0[best]
-            v1_box[level, 1] = y0[best]
-            v1_box[level, 2] = min(x1[best] + 1, w - 1)
-            v1_box[level, 3] = min(y1[best] + 1, h - 1)
+            v1_box[level, 0] = rec[best, 2]
+            v1_box[level, 1] = rec[best, 0] // fw - 1
+            v1_box[level, 2] = min(rec[best, 3] + 1, w - 1)
+            v1_box[level, 3] = min(rec[best, 1] // fw, h - 1)
     return out_level, out_box, n_out
 
 
@@ -378,16 +420,17 @@ def map_level_boxes(u: np.ndarray, used: np.ndarray) -> tuple[np.ndarray, np.nda
     if top == 0:
         return out_level[:0], out_box[:0], v1_box, refill, gamma
     order, start = _sorted_pixels(flat, h, w)
-    n_holes = np.zeros(NUM_LEVELS, np.int64)
+    slack = np.zeros(NUM_LEVELS, np.int64)
     unsure = np.zeros(NUM_LEVELS, np.int64)
-    out_level, out_box, n_out = _hole_sweep(order, start, flat, h, w, top, used, out_level, out_box, 0, gamma,
-                                            n_holes)
-    out_level, out_box, n_out = _component_sweep(order, start, h, w, top, used, True, out_level, out_box, n_out,
-                                                 v1_box, unsure)
+    label = np.empty((h + 2) * (w + 2), np.uint32)  # one grid for both sweeps
+    out_level, out_box, n_out = _hole_sweep(order, start, flat, h, w, top, used, label, out_level, out_box, 0, gamma,
+                                            slack)
+    out_level, out_box, n_out = _component_sweep(order, start, h, w, top, used, label, True, out_level, out_box,
+                                                 n_out, v1_box, slack, unsure)
     # Where a level has no hole, the filled components are the components; elsewhere, unless
     # the largest one is sure to stay so, the areas of the hole-filled components decide.
     for lv in range(top):
-        refill[lv] = used[lv] and n_holes[lv] > 0 and unsure[lv] > 0
+        refill[lv] = used[lv] and unsure[lv] > 0
     # Group the boxes by level (counting sort; the sweeps emit holes rising, components falling).
     count = np.zeros(NUM_LEVELS + 1, np.int64)
     for i in range(n_out):
@@ -421,6 +464,6 @@ def filled_v1_boxes(gamma: np.ndarray, levels: np.ndarray, v1_box: np.ndarray) -
     order, start = _sorted_pixels(flat, h, w)
     out_level = np.empty(1, np.int32)
     out_box = np.empty((1, 4), np.int32)
-    _component_sweep(order, start, h, w, top, levels, False, out_level, out_box, 0, v1_box,
-                     np.zeros(NUM_LEVELS, np.int64))
+    _component_sweep(order, start, h, w, top, levels, np.empty((h + 2) * (w + 2), np.uint32), False, out_level,
+                     out_box, 0, v1_box, np.zeros(NUM_LEVELS, np.int64), np.zeros(NUM_LEVELS, np.int64))
     return v1_box

@@ -10,28 +10,29 @@ from __future__ import annotations
 
 import numpy as np
 from numba import njit
-from numba.types import Array, Tuple, boolean, float64, int32, int64, uint8  # type: ignore[attr-defined]
+from numba.types import Array, Tuple, boolean, float32, float64, int32, int64, uint8  # type: ignore[attr-defined]
 
 from masksal.metrics._levelboxes_jit import filled_v1_boxes, map_level_boxes
 
 NUM_LEVELS = 256
 _I32, _I32_2D, _I64, _BOOL = Array(int32, 1, "C"), Array(int32, 2, "C"), Array(int64, 1, "C"), Array(boolean, 1, "C")
-_F64, _F64_2D = Array(float64, 1, "C"), Array(float64, 2, "C")
+_F64, _F64_2D, _F32_2D = Array(float64, 1, "C"), Array(float64, 2, "C"), Array(float32, 2, "C")
 
 
-@njit(Array(uint8, 2, "C")(_F64_2D), cache=True, nogil=True)
+@njit([Array(uint8, 2, "C")(_F64_2D), Array(uint8, 2, "C")(_F32_2D)], cache=True, nogil=True)
 def normalized_uint8(m: np.ndarray) -> np.ndarray:
-    """``uint8(minmax_normalize(m) * 255)`` of one ``(H, W)`` float64 map: all zeros when the map
-    is constant or has NaN. ``max(m - lo)`` is computed as ``max(m) - lo``, the same number
+    """``uint8(minmax_normalize(m) * 255)`` of one ``(H, W)`` float64 or float32 map (float32
+    values widened to float64, exactly, before any arithmetic): all zeros when the map is
+    constant or has NaN. ``max(m - lo)`` is computed as ``max(m) - lo``, the same number
     (rounding is monotonic)."""
     h, w = m.shape
     out = np.zeros((h, w), np.uint8)
     if m.size == 0:
         return out
-    lo, hi = m[0, 0], m[0, 0]
+    lo, hi = float64(m[0, 0]), float64(m[0, 0])
     for y in range(h):
         for x in range(w):
-            v = m[y, x]
+            v = float64(m[y, x])
             if np.isnan(v):
                 return out
             lo = min(lo, v)
@@ -41,7 +42,7 @@ def normalized_uint8(m: np.ndarray) -> np.ndarray:
     span = hi - lo
     for y in range(h):
         for x in range(w):
-            out[y, x] = np.uint8(((m[y, x] - lo) / span) * 255.0)
+            out[y, x] = np.uint8(((float64(m[y, x]) - lo) / span) * 255.0)
     return out
 
 
@@ -77,14 +78,14 @@ def level_ious(level: np.ndarray, box: np.ndarray, v1_box: np.ndarray, top: int,
     return v1, v2
 
 
-@njit(Tuple((_F64_2D, _F64_2D, Array(boolean, 2, "C")))(Array(float64, 3, "C"), _F64_2D, _I64, _BOOL, int64),
-      cache=True, nogil=True)
+@njit([Tuple((_F64_2D, _F64_2D, Array(boolean, 2, "C")))(Array(dtype, 3, "C"), _F64_2D, _I64, _BOOL, int64)
+       for dtype in (float64, float32)], cache=True, nogil=True)
 def batch_level_ious(maps: np.ndarray, gts: np.ndarray, gt_start: np.ndarray, used: np.ndarray,
                      refill_max: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """:func:`level_ious` of a batch, from the raw maps (one compiled call: no per-map overhead).
 
     Args:
-        maps: ``(B, H, W)`` float64 maps, raw or normalized. gts: ``(sum K_i, 4)`` float64 boxes,
+        maps: ``(B, H, W)`` float64 or float32 maps, raw or normalized. gts: ``(sum K_i, 4)`` float64 boxes,
             those of map ``i`` at rows ``gt_start[i]:gt_start[i + 1]`` (maps without box skipped).
         used: ``(256,)`` bool levels. refill_max: see ``pending``.
 

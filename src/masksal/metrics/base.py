@@ -287,7 +287,8 @@ def zeros(n: int = 1) -> np.ndarray:
     return np.zeros(n, dtype=np.float64)
 
 
-def check_maps(maps: Tensor, batch: Batch, *, nan: NanPolicy = "raise", metric: str = "metric") -> np.ndarray:
+def check_maps(maps: Tensor, batch: Batch, *, nan: NanPolicy = "raise", metric: str = "metric",
+               keep_float32: bool = False) -> np.ndarray:
     """Validate maps against their batch and return them as a float64 numpy array.
 
     Args:
@@ -296,9 +297,11 @@ def check_maps(maps: Tensor, batch: Batch, *, nan: NanPolicy = "raise", metric: 
         nan: ``"raise"``: NaN anywhere raises; ``"zero"``: NaN is allowed (the caller handles it,
             as wsolevaluation does for MaxBoxAcc and PxAP). Infinite values always raise.
         metric: the metric's name, for the error message.
+        keep_float32: return float32 maps as they are (for callers that widen each value to
+            float64 themselves, exactly, sparing the copy).
 
     Returns:
-        ``(B, H, W)`` float64 array (on the CPU).
+        ``(B, H, W)`` float64 array (on the CPU; float32 maps stay float32 with ``keep_float32``).
 
     Raises:
         ValueError: wrong type, dimensionality, shape, or non-finite values.
@@ -316,7 +319,8 @@ def check_maps(maps: Tensor, batch: Batch, *, nan: NanPolicy = "raise", metric: 
                          "masksal.metrics.resize_maps)")
     if maps.is_complex():
         raise ValueError(f"{metric}: maps must be real-valued, got dtype {maps.dtype}")
-    arr = maps.detach().to("cpu", torch.float64).numpy()
+    dtype = torch.float32 if keep_float32 and maps.dtype == torch.float32 else torch.float64
+    arr = maps.detach().to("cpu", dtype).numpy()
     if np.isinf(arr).any():
         bad = sorted({int(i) for i in np.nonzero(np.isinf(arr).any(axis=(1, 2)))[0]})
         raise ValueError(f"{metric}: maps of images {bad[:10]} contain inf")

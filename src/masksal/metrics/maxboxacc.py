@@ -142,8 +142,10 @@ class MaxBoxAccuracy(Metric):
 
     def update(self, maps: Tensor, batch: Batch) -> None:
         """Accumulate a batch (see the class docstring for shapes)."""
-        arr = check_maps(maps, batch, nan=self.nan_maps, metric=self.name)
-        if self.backend == "numpy":  # the compiled path normalizes each map itself (same bits)
+        # The compiled path reads float32 maps as they are, widening each value to float64 exactly
+        # (no float64 copy of the batch), and normalizes each map itself (the same bits).
+        arr = check_maps(maps, batch, nan=self.nan_maps, metric=self.name, keep_float32=self.backend == "numba")
+        if self.backend == "numpy":
             arr = minmax_normalize(arr)
         gts = check_boxes(batch, self.name)
         deltas = np.asarray(self.iou_thresholds)[:, None]
