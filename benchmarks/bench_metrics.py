@@ -15,7 +15,8 @@ alike), and checks that all give the same hit counts / histograms:
   contour), as wsolevaluation evaluates them. masksal computes v1 and v2 in one update;
   numba's first call (compiling, or loading the cache) is timed apart, before the table, both
   as this process found it and cold (a fresh cache, in a subprocess);
-* PxAP: masksal (one ``bincount`` of (pixel class, bin)), the previous masksal (binary search per
+* PxAP: masksal with numba (one compiled pass per map, the default when numba is installed),
+  masksal's NumPy path (one ``bincount`` of (pixel class, bin)), the previous masksal (binary search per
   class), and wsolevaluation's two ``np.histogram`` per image.
 
 Maps are smooth random fields (7 x 7 noise upsampled bicubically, like CAMs); ``--noise`` uses
@@ -180,11 +181,15 @@ def compare_speed(maps: torch.Tensor, batches: list[Batch], batch_size: int, n: 
     if NUMBA_AVAILABLE:
         box_metrics = {"numba": MaxBoxAccuracy(backend="numba"), **box_metrics}
     fastest = next(iter(box_metrics))
-    px_metrics: dict[str, PixelAveragePrecision] = {"bincount": PixelAveragePrecision(),
-                                                    "searchsorted": SearchsortedPxAP()}
+    px_metrics: dict[str, PixelAveragePrecision] = {"bincount": PixelAveragePrecision(backend="numpy"),
+                                                    "searchsorted": SearchsortedPxAP(backend="numpy")}
+    if NUMBA_AVAILABLE:
+        px_metrics = {"px numba": PixelAveragePrecision(backend="numba"), **px_metrics}
+    px_fastest = next(iter(px_metrics))
     ref_hits = {"v1": 0.0, "v2": 0.0}
     ref_obj, ref_bg = 0.0, 0.0
-    secs = dict.fromkeys(["numba", "one pass", "per level", "wsol v1", "wsol v2", "bincount", "searchsorted",
+    secs = dict.fromkeys(["numba", "one pass", "per level", "wsol v1", "wsol v2", "px numba", "bincount",
+                          "searchsorted",
                           "wsol pxap"], 0.0)
     done = 0
     for i, batch in enumerate(batches):
@@ -233,8 +238,8 @@ def compare_speed(maps: torch.Tensor, batches: list[Batch], batch_size: int, n: 
                  "ms_per_map": 1000 * (secs["wsol v1"] + secs["wsol v2"]) / done,
                  "speedup_of_masksal": (secs["wsol v1"] + secs["wsol v2"]) / secs[fastest],
                  "identical_results": boxes_agree})
-    for name in ("bincount", "searchsorted", "wsol pxap"):
-        row("PxAP", name, "bincount", px_agree)
+    for name in (*px_metrics, "wsol pxap"):
+        row("PxAP", name, px_fastest, px_agree)
     return rows
 
 
@@ -340,7 +345,8 @@ def main() -> None:
                   "per level": "previous: findContours per level",
                   "wsol v2": "wsolevaluation port, MaxBoxAccV2", "wsol v1": "wsolevaluation port, MaxBoxAcc",
                   "wsol v1 + v2": "wsolevaluation port, both",
-                  "bincount": "masksal: bincount", "searchsorted": "previous: searchsorted",
+                  "px numba": "masksal: numba pass (default)", "bincount": "masksal: NumPy bincount",
+                  "searchsorted": "previous: searchsorted",
                   "wsol pxap": "wsolevaluation port (np.histogram)"}
         for r in speed:
             print(f"| {r['comparison']:<28} | {labels[str(r['method'])]:<34} | {r['ms_per_map']:>8.2f} | "

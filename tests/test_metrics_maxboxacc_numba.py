@@ -224,3 +224,25 @@ def test_float32_maps_score_as_their_float64_values(backend: str) -> None:
     for key in ("hits_v1", "hits_v2", "count"):
         np.testing.assert_array_equal(states[0][key], states[1][key])
     assert states[0]["hits_v2"].sum() > 0
+
+
+def test_maps_beyond_the_compiled_size_are_a_one_line_error():
+    from masksal.metrics._levelboxes import COMPILED_MAX_SIDE, compiled_level_ious
+
+    wide = np.zeros((1, 1, COMPILED_MAX_SIDE), np.float32)  # 32768 px wide, one row: cheap to allocate
+    with pytest.raises(ValueError, match="backend='numpy'"):
+        compiled_level_ious(wide, [np.array([[0.0, 0.0, 1.0, 0.0]])], np.ones(256, bool))
+
+
+@pytest.mark.parametrize("module", ["_levelboxes_jit", "_levelious_jit"])
+def test_compiled_modules_record_the_modules_they_call(module):
+    """numba's cache would keep stale callee code after an edit of a callee alone: each compiled
+    module records its callees' SHA-256 (update CALLEES_SHA256 there after editing them)."""
+    import hashlib
+    import importlib
+    from pathlib import Path
+
+    mod = importlib.import_module(f"masksal.metrics.{module}")
+    folder = Path(mod.__file__).parent
+    actual = {name: hashlib.sha256((folder / name).read_bytes()).hexdigest() for name in mod.CALLEES_SHA256}
+    assert actual == mod.CALLEES_SHA256, f"update CALLEES_SHA256 in {module}.py to {actual}"

@@ -182,3 +182,36 @@ def test_per_map_normalization_is_minmax_normalize_bit_for_bit() -> None:
     expected = minmax_normalize(maps)
     for m, e in zip(maps, expected, strict=True):
         assert np.array_equal(_normalize(m.copy()), e)
+
+
+@pytest.mark.parametrize("kind", ["uniform", "smooth", "tied", "constant", "nan", "float32"])
+def test_compiled_histograms_equal_the_numpy_path(kind: str) -> None:
+    """The numba pass (the default with the ``fast`` extra) gives the NumPy path's counts exactly."""
+    pytest.importorskip("numba")
+    g = torch.Generator().manual_seed(3)
+    n, size = 6, 24
+    if kind == "uniform":
+        maps = torch.rand(n, size, size, generator=g, dtype=torch.float64)
+    elif kind == "smooth":
+        maps = torch.nn.functional.interpolate(torch.rand(n, 1, 5, 5, generator=g), size=size, mode="bicubic",
+                                               align_corners=False)[:, 0].double()
+    elif kind == "tied":  # many scores on bin edges: multiples of 0.001 and exact 0 / 1
+        maps = torch.randint(0, 5, (n, size, size), generator=g).double() / 4
+    elif kind == "constant":
+        maps = torch.full((n, size, size), 0.7, dtype=torch.float64)
+    elif kind == "nan":
+        maps = torch.rand(n, size, size, generator=g, dtype=torch.float64)
+        maps[1, 3, 4] = float("nan")
+    else:
+        maps = torch.rand(n, size, size, generator=g) * 7 - 2  # raw float32, not in [0, 1]
+    masks = torch.randint(0, 2, (n, size, size), generator=g, dtype=torch.uint8)
+    masks[:, :2] = 255  # ignore band
+    batch = make_batch(masks)
+    nan = "zero" if kind == "nan" else "raise"
+    fast, slow = (PixelAveragePrecision(backend=b, nan_maps=nan) for b in ("numba", "numpy"))
+    assert fast.backend == "numba" and slow.backend == "numpy"
+    fast.update(maps, batch)
+    slow.update(maps, batch)
+    for key in ("hist_object", "hist_background", "count"):
+        assert np.array_equal(fast.state_dict()[key], slow.state_dict()[key]), key
+    assert fast.compute() == slow.compute()

@@ -322,6 +322,10 @@ def compiled_map_boxes(u8: np.ndarray, used: np.ndarray, opencv_refill_max: int 
     return lv, box, v1
 
 
+COMPILED_MAX_SIDE = 1 << 15
+"""The compiled sweeps take maps under this many pixels a side (a pixel's column is packed in 15 bits)."""
+
+
 def compiled_level_ious(maps: np.ndarray, gts: list[np.ndarray], used: np.ndarray,
                         opencv_refill_max: int = 16) -> tuple[np.ndarray, np.ndarray]:
     """Best IoU with the ground truth at every used level below each map's maximum, compiled.
@@ -339,6 +343,10 @@ def compiled_level_ious(maps: np.ndarray, gts: list[np.ndarray], used: np.ndarra
         levels and maps without box.
     """
     from masksal.metrics._levelious_jit import batch_level_ious, normalized_uint8
+
+    if maps.ndim == 3 and max(maps.shape[1:]) >= COMPILED_MAX_SIDE:  # the packed pixel words hold 15-bit columns
+        raise ValueError(f"MaxBoxAcc: maps of {maps.shape[1]} x {maps.shape[2]} px are beyond the compiled path "
+                         f"(under {COMPILED_MAX_SIDE} px a side): use MaxBoxAccuracy(backend='numpy')")
 
     maps = np.ascontiguousarray(maps, dtype=np.float32 if maps.dtype == np.float32 else np.float64)
     start = np.zeros(len(gts) + 1, dtype=np.int64)

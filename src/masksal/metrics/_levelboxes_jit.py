@@ -20,8 +20,9 @@ pixels, sorted by value once (a counting sort), and keeping each component's box
 
 Which neighbours of a pixel are present when it arrives depends only on the map (higher, or equal
 and before in raster order, for the falling sweep; lower, or equal and before, for the rising
-one): the counting sort works both ring masks out for every pixel in a vectorized raster pass and
-packs them with the pixel's position, so that a sweep reads one word per pixel. Present
+one): the counting sort (:mod:`masksal.metrics._levelsort_jit`) works both ring masks out for every
+pixel in a vectorized raster pass and packs them with the pixel's position, so that a sweep reads
+one word per pixel. Present
 neighbours that touch each other are already in one component, so a new pixel looks up
 (``find``) one neighbour per group of touching neighbours (a table over the 256 neighbourhoods),
 usually one; the grid has a one-pixel frame so that no neighbour needs a bounds check.
@@ -35,9 +36,18 @@ from __future__ import annotations
 
 import numpy as np
 from numba import njit
-from numba.types import Array, Tuple, boolean, int16, int32, int64, uint8, uint16, uint32, uint64, void  # type: ignore[attr-defined]
+from numba.types import Array, Tuple, boolean, int32, int64, uint8, uint32, uint64  # type: ignore[attr-defined]
 
 from masksal.metrics._levelboxes import neighbour_tables
+from masksal.metrics._levelsort_jit import _BG, _FG, _P, _X, sorted_pixels
+
+# numba caches a compiled function with the code of the compiled functions it calls from other
+# modules, but keys that cache by this file alone: an edit of one of those modules would leave
+# stale code running from the cache. Their SHA-256 is written here (a test compares it with the
+# files), so that editing them means editing this file too, which invalidates the cache.
+CALLEES_SHA256 = {
+    "_levelsort_jit.py": "7cde4620c65dfe7c9c30396e25caed093a23424f0f635293db7e14d3ef8091b8",
+}
 
 NUM_LEVELS = 256
 _GROW = 1024  # initial room for the boxes of one map (doubled when full)
@@ -49,7 +59,6 @@ _I32, _I32_2D, _I64, _U8, _BOOL = Array(int32, 1, "C"), Array(int32, 2, "C"), \
     Array(int64, 1, "C"), Array(uint8, 1, "C"), Array(boolean, 1, "C")
 _U32, _U64 = Array(uint32, 1, "C"), Array(uint64, 1, "C")
 _U = np.uint64
-_P, _X, _FG, _BG = _U(0xFFFFFFFF), _U(32), _U(47), _U(55)  # fields of the sorted pixels (_sorted_pixels)
 _BUFFERS = Tuple((_I32, _I32_2D))
 _SWEPT = Tuple((_I32, _I32_2D, int64))
 
@@ -66,70 +75,17 @@ def _find(parent: np.ndarray, i: int) -> int:
     return i
 
 
-@njit(void(Array(int16, 1, "C"), Array(int16, 1, "C"), Array(int16, 1, "C"), Array(uint16, 1, "C"), int64),
-      cache=True, nogil=True)
-def _row_masks(up: np.ndarray, mid: np.ndarray, down: np.ndarray, out: np.ndarray, w: int) -> None:
-    """The masks of :func:`_sorted_pixels` (``fg | bg << 8``) of one row, from it and its
-    neighbour rows framed by -1 (``(w + 2,)`` int16 each): a loop the compiler vectorizes."""
-    for x in range(w):
-        v = mid[x + 1]
-        fg = (np.int16(up[x] >= v) | np.int16(up[x + 1] >= v) << 1 | np.int16(up[x + 2] >= v) << 2
-              | np.int16(mid[x + 2] > v) << 3 | np.int16(down[x + 2] > v) << 4 | np.int16(down[x + 1] > v) << 5
-              | np.int16(down[x] > v) << 6 | np.int16(mid[x] >= v) << 7)
-        bg = (np.int16(up[x] <= v) | np.int16(up[x + 1] <= v) << 1 | np.int16(up[x + 2] <= v) << 2
-              | np.int16(mid[x + 2] < v) << 3 | np.int16(down[x + 2] < v) << 4 | np.int16(down[x + 1] < v) << 5
-              | np.int16(down[x] < v) << 6 | np.int16(mid[x] <= v) << 7)
-        out[x] = np.uint16(fg | bg << 8)
-
-
-@njit(Tuple((_U64, _I64))(_U8, int64, int64), cache=True, nogil=True)
-def _sorted_pixels(vals: np.ndarray, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
-    """Pixels grouped by value (a counting sort; raster order within a value), each with the
-    neighbours present when it arrives in either sweep.
-
-    Args:
-        vals: ``(h * w,)`` uint8 image (raster order).
-
-    Returns:
-        ``(order, start)``: ``order[start[v]:start[v + 1]]`` are the pixels of value ``v``, each
-        as ``p | x << 32 | fg << 47 | bg << 55``, ``p`` its index on the grid framed by one pixel
-        (``(h + 2) x (w + 2)``) and ``x`` its column; ``fg`` (``bg``) is the ring mask of the
-        neighbours already in the foreground of the falling sweep (the background of the rising
-        sweep, the frame included) when the pixel joins it.
-    """
-    start = np.zeros(NUM_LEVELS + 1, np.int64)
-    for i in range(h * w):
-        start[vals[i] + 1] += 1
-    for v in range(NUM_LEVELS):
-        start[v + 1] += start[v]
-    fill = start[:NUM_LEVELS].astype(np.uint64)
-    order = np.empty(h * w, np.uint64)
-    # A neighbour is in the falling sweep's foreground when it is higher, or equal and before
-    # in raster order (NW, N, NE, W); in the rising sweep's background when lower, or equal and
-    # before. The frame (-1) is always background, never foreground. Three framed rows roll.
-    fw = w + 2
-    rows = np.full(3 * fw, -1, np.int16)
-    for x in range(w):
-        rows[fw + x + 1] = vals[x]
-    masks = np.empty(w, np.uint16)
-    for y in range(h):
-        up = rows[y % 3 * fw:y % 3 * fw + fw]
-        mid = rows[(y + 1) % 3 * fw:(y + 1) % 3 * fw + fw]
-        down = rows[(y + 2) % 3 * fw:(y + 2) % 3 * fw + fw]
-        if y + 1 < h:
-            for x in range(w):
-                down[x + 1] = vals[(y + 1) * w + x]
-        else:
-            down[:] = -1
-        _row_masks(up, mid, down, masks, w)
-        row = vals[y * w:(y + 1) * w]
-        p0 = (y + 1) * fw + 1
-        for x in range(w):
-            v = row[x]
-            m = _U(masks[x])
-            order[fill[v]] = _U(p0 + x) | _U(x) << _U(32) | (m & _U(0xFF)) << _FG | (m >> _U(8)) << _BG
-            fill[v] += _U(1)
-    return order, start
+@njit(int64(_U32, int64, _U32), cache=True, nogil=True, inline="always")
+def _drop_merged(live: np.ndarray, nlive: int, parent: np.ndarray) -> int:
+    """Keep in ``live[:nlive]`` only the components not merged into another (their own root),
+    in order; return how many are left."""
+    kept = 0
+    for j in range(nlive):
+        c = live[j]
+        if parent[c] == c:
+            live[kept] = c
+            kept += 1
+    return kept
 
 
 @njit(_BUFFERS(_I32, _I32_2D, int64, int64), cache=True, nogil=True)
@@ -245,13 +201,7 @@ def _hole_sweep(order: np.ndarray, start: np.ndarray, u: np.ndarray, h: int, w: 
                     rec[c, 3] = max(rec[c, 3], xi)
             label[p] = c
         if used[level]:
-            kept = 0
-            for j in range(nlive):
-                c = live[j]
-                if parent[c] == c:
-                    live[kept] = c
-                    kept += 1
-            nlive = kept
+            nlive = _drop_merged(live, nlive, parent)
             for j in range(nlive):
                 c = live[j]
                 slack[level] += 2 * (rec[c, 3] - rec[c, 2] + 2) * (rec[c, 1] // fw - rec[c, 0] // fw + 2)
@@ -294,7 +244,8 @@ def _component_sweep(order: np.ndarray, start: np.ndarray, h: int, w: int, top: 
                      label: np.ndarray, emit_all: bool, out_level: np.ndarray, out_box: np.ndarray, n_out: int,
                      v1_box: np.ndarray, slack: np.ndarray, unsure: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
     """Sweeps 2 and 3: 8-connected components of ``vals > L`` for the levels ``L < top``, the
-    pixels of value ``v`` being ``order[start[v]:start[v + 1]]`` (:func:`_sorted_pixels`).
+    pixels of value ``v`` being ``order[start[v]:start[v + 1]]``
+    (:func:`~masksal.metrics._levelsort_jit.sorted_pixels`).
 
     At every used level: with ``emit_all``, append every component's contour box; write the
     box of the component of largest polygon area (ties: first pixel last in raster order) to
@@ -350,13 +301,7 @@ def _component_sweep(order: np.ndarray, start: np.ndarray, h: int, w: int, top: 
             rec[c, 4] += _AREA2[mask]
             label[p] = c
         if used[level]:
-            kept = 0
-            for j in range(nlive):
-                c = live[j]
-                if parent[c] == c:
-                    live[kept] = c
-                    kept += 1
-            nlive = kept
+            nlive = _drop_merged(live, nlive, parent)
             if emit_all:
                 if n_out + nlive > out_level.size:
                     out_level, out_box = _room(out_level, out_box, n_out, nlive)
@@ -419,7 +364,7 @@ def map_level_boxes(u: np.ndarray, used: np.ndarray) -> tuple[np.ndarray, np.nda
         top = max(top, int(flat[i]))
     if top == 0:
         return out_level[:0], out_box[:0], v1_box, refill, gamma
-    order, start = _sorted_pixels(flat, h, w)
+    order, start = sorted_pixels(flat, h, w)
     slack = np.zeros(NUM_LEVELS, np.int64)
     unsure = np.zeros(NUM_LEVELS, np.int64)
     label = np.empty((h + 2) * (w + 2), np.uint32)  # one grid for both sweeps
@@ -461,7 +406,7 @@ def filled_v1_boxes(gamma: np.ndarray, levels: np.ndarray, v1_box: np.ndarray) -
     top = 0
     for i in range(flat.size):
         top = max(top, int(flat[i]))
-    order, start = _sorted_pixels(flat, h, w)
+    order, start = sorted_pixels(flat, h, w)
     out_level = np.empty(1, np.int32)
     out_box = np.empty((1, 4), np.int32)
     _component_sweep(order, start, h, w, top, levels, np.empty((h + 2) * (w + 2), np.uint32), False, out_level,

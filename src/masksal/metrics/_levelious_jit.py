@@ -14,6 +14,15 @@ from numba.types import Array, Tuple, boolean, float32, float64, int32, int64, u
 
 from masksal.metrics._levelboxes_jit import filled_v1_boxes, map_level_boxes
 
+# numba caches a compiled function with the code of the compiled functions it calls from other
+# modules, but keys that cache by this file alone: an edit of one of those modules would leave
+# stale code running from the cache. Their SHA-256 is written here (a test compares it with the
+# files), so that editing them means editing this file too, which invalidates the cache.
+CALLEES_SHA256 = {
+    "_levelboxes_jit.py": "2863834aaf71d1f52e15cdbfc7d8cd9b20f03c1c1052f9bfcdde29ab6f36459a",
+    "_levelsort_jit.py": "7cde4620c65dfe7c9c30396e25caed093a23424f0f635293db7e14d3ef8091b8",
+}
+
 NUM_LEVELS = 256
 _I32, _I32_2D, _I64, _BOOL = Array(int32, 1, "C"), Array(int32, 2, "C"), Array(int64, 1, "C"), Array(boolean, 1, "C")
 _F64, _F64_2D, _F32_2D = Array(float64, 1, "C"), Array(float64, 2, "C"), Array(float32, 2, "C")

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import importlib.util
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from typing import Any, Literal
@@ -27,6 +28,11 @@ from torch import Tensor
 from masksal.types import Batch
 
 NanPolicy = Literal["raise", "zero"]
+
+#: Whether numba is importable (the ``fast`` extra): MaxBoxAcc and PxAP then use their compiled
+#: passes (``backend="auto"``), else NumPy. Both give the same numbers; numba is imported (and
+#: its cached code loaded) on a metric's first update.
+NUMBA_AVAILABLE = importlib.util.find_spec("numba") is not None
 
 
 class Accumulator(ABC):
@@ -391,8 +397,8 @@ def check_masks(batch: Batch, metric: str) -> np.ndarray:
     expected = (len(batch), int(batch.images.shape[-2]), int(batch.images.shape[-1]))
     if masks.shape != expected:
         raise ValueError(f"{metric}: masks of shape {masks.shape} do not match the images: expected {expected}")
-    bad = ~np.isin(masks, (0, 1, 255))
+    bad = (masks != 0) & (masks != 1) & (masks != 255)  # elementwise, where np.isin sorts
     if bad.any():
         raise ValueError(f"{metric}: masks must hold 0 (background), 1 (object) or 255 (ignore); found "
                          f"{sorted(set(np.unique(masks[bad]).tolist()))[:5]}")
-    return masks.astype(np.uint8)
+    return masks.astype(np.uint8, copy=False)

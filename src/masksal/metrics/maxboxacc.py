@@ -17,7 +17,6 @@ validation split and :meth:`MaxBoxAccuracy.compute_at` on the test split.
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Mapping, Sequence
 from typing import Literal
 
@@ -27,17 +26,13 @@ import torch
 from torch import Tensor
 
 from masksal.metrics._levelboxes import compiled_level_ious, contour_boxes
-from masksal.metrics.base import Metric, NanPolicy, check_boxes, check_maps, minmax_normalize, zeros
+from masksal.metrics.base import NUMBA_AVAILABLE, Metric, NanPolicy, check_boxes, check_maps, minmax_normalize, zeros
 from masksal.metrics.boxes import box_iou, clip_boxes
 from masksal.types import Batch
 
 NUM_LEVELS = 256
 
 BoxBackend = Literal["auto", "numba", "numpy"]
-#: Whether numba is importable (the ``fast`` extra): ``backend="auto"`` then uses the compiled
-#: sweeps of :mod:`masksal.metrics._levelboxes_jit`, else the vectorized NumPy pass. Both give
-#: the same boxes; numba is imported (and its cached code loaded) on the first update.
-NUMBA_AVAILABLE = importlib.util.find_spec("numba") is not None
 
 
 def _iou_key(delta: float) -> str:
