@@ -53,9 +53,9 @@ from masksal.metrics import (
     PixelAveragePrecision,
     SaliencyMetric,
 )
-from masksal.metrics.base import check_maps, check_masks, minmax_normalize
+from masksal.metrics.base import NUMBA_AVAILABLE, check_maps, check_masks, minmax_normalize
 from masksal.metrics.boxes import box_iou
-from masksal.metrics.maxboxacc import NUMBA_AVAILABLE, _best_iou_per_level_opencv
+from masksal.metrics.maxboxacc import _best_iou_per_level_opencv
 from masksal.types import Batch
 
 

@@ -12,7 +12,6 @@ from hypothesis import strategies as st
 from test_metrics_maxboxacc import KINDS, make_batch, opencv_boxes, random_map
 
 from masksal.metrics import MaxBoxAccuracy
-from masksal.metrics import maxboxacc as mba
 from masksal.metrics._levelboxes import compiled_contour_boxes
 from masksal.metrics.maxboxacc import _best_iou_per_level_opencv
 from masksal.types import Batch
@@ -103,12 +102,14 @@ def test_backends_accumulate_identical_states(size: int) -> None:
 
 
 def test_backend_choice_is_reported_and_falls_back(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert mba.NUMBA_AVAILABLE
+    from masksal.metrics import base
+
+    assert base.NUMBA_AVAILABLE
     assert MaxBoxAccuracy().backend == "numba" and "backend='numba'" in repr(MaxBoxAccuracy())
     assert MaxBoxAccuracy(backend="numpy").backend == "numpy"
     with pytest.raises(ValueError, match="backend must be"):
         MaxBoxAccuracy(backend="cuda")  # type: ignore[arg-type]
-    monkeypatch.setattr(mba, "NUMBA_AVAILABLE", False)
+    monkeypatch.setattr(base, "NUMBA_AVAILABLE", False)
     metric = MaxBoxAccuracy()
     assert metric.backend == "numpy" and "backend='numpy'" in repr(metric)
     m = torch.zeros(1, 16, 16)

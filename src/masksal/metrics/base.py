@@ -34,6 +34,27 @@ NanPolicy = Literal["raise", "zero"]
 #: its cached code loaded) on a metric's first update.
 NUMBA_AVAILABLE = importlib.util.find_spec("numba") is not None
 
+Backend = Literal["auto", "numba", "numpy"]
+
+
+def check_histogram_options(threshold_step: float, nan_maps: str, backend: str) -> Literal["numba", "numpy"]:
+    """Validate the options MaxBoxAcc and PxAP share and return the backend to use: ``"numba"``
+    for ``"auto"`` when numba is importable (:data:`NUMBA_AVAILABLE`), else ``"numpy"``.
+
+    Raises:
+        ValueError: a step outside (0, 1), an unknown NaN policy or backend, or ``"numba"``
+            without numba.
+    """
+    if not 0.0 < threshold_step < 1.0:
+        raise ValueError(f"threshold_step must lie in (0, 1), got {threshold_step}")
+    if nan_maps not in ("raise", "zero"):
+        raise ValueError(f"nan_maps must be 'raise' or 'zero', got {nan_maps!r}")
+    if backend not in ("auto", "numba", "numpy"):
+        raise ValueError(f"backend must be 'auto', 'numba' or 'numpy', got {backend!r}")
+    if backend == "numba" and not NUMBA_AVAILABLE:
+        raise ValueError("backend 'numba' needs numba: pip install 'masksal[fast]'")
+    return "numpy" if backend == "numpy" or not NUMBA_AVAILABLE else "numba"
+
 
 class Accumulator(ABC):
     """A streaming statistic: ``update`` per batch, ``compute`` at the end.

@@ -26,13 +26,22 @@ import torch
 from torch import Tensor
 
 from masksal.metrics._levelboxes import compiled_level_ious, contour_boxes
-from masksal.metrics.base import NUMBA_AVAILABLE, Metric, NanPolicy, check_boxes, check_maps, minmax_normalize, zeros
+from masksal.metrics.base import (
+    Backend,
+    Metric,
+    NanPolicy,
+    check_boxes,
+    check_histogram_options,
+    check_maps,
+    minmax_normalize,
+    zeros,
+)
 from masksal.metrics.boxes import box_iou, clip_boxes
 from masksal.types import Batch
 
 NUM_LEVELS = 256
 
-BoxBackend = Literal["auto", "numba", "numpy"]
+BoxBackend = Backend
 
 
 def _iou_key(delta: float) -> str:
@@ -106,15 +115,7 @@ class MaxBoxAccuracy(Metric):
                  nan_maps: NanPolicy = "raise", backend: BoxBackend = "auto") -> None:
         if not iou_thresholds or any(not 0.0 < float(d) <= 1.0 for d in iou_thresholds):
             raise ValueError(f"iou_thresholds must be a non-empty list of values in (0, 1], got {iou_thresholds}")
-        if not 0.0 < threshold_step < 1.0:
-            raise ValueError(f"threshold_step must lie in (0, 1), got {threshold_step}")
-        if nan_maps not in ("raise", "zero"):
-            raise ValueError(f"nan_maps must be 'raise' or 'zero', got {nan_maps!r}")
-        if backend not in ("auto", "numba", "numpy"):
-            raise ValueError(f"backend must be 'auto', 'numba' or 'numpy', got {backend!r}")
-        if backend == "numba" and not NUMBA_AVAILABLE:
-            raise ValueError("backend 'numba' needs numba: pip install 'masksal[fast]'")
-        self.backend: Literal["numba", "numpy"] = "numpy" if backend == "numpy" or not NUMBA_AVAILABLE else "numba"
+        self.backend: Literal["numba", "numpy"] = check_histogram_options(threshold_step, nan_maps, backend)
         self.iou_thresholds = tuple(float(d) for d in iou_thresholds)
         self.threshold_step = float(threshold_step)
         self.nan_maps: NanPolicy = nan_maps

@@ -7,7 +7,7 @@ from typing import Literal
 import numpy as np
 from torch import Tensor
 
-from masksal.metrics.base import NUMBA_AVAILABLE, Metric, NanPolicy, check_maps, check_masks
+from masksal.metrics.base import Backend, Metric, NanPolicy, check_histogram_options, check_maps, check_masks
 from masksal.types import Batch
 
 
@@ -40,16 +40,8 @@ class PixelAveragePrecision(Metric):
     name = "pxap"
 
     def __init__(self, threshold_step: float = 0.001, nan_maps: NanPolicy = "raise",
-                 backend: Literal["auto", "numba", "numpy"] = "auto") -> None:
-        if not 0.0 < threshold_step < 1.0:
-            raise ValueError(f"threshold_step must lie in (0, 1), got {threshold_step}")
-        if nan_maps not in ("raise", "zero"):
-            raise ValueError(f"nan_maps must be 'raise' or 'zero', got {nan_maps!r}")
-        if backend not in ("auto", "numba", "numpy"):
-            raise ValueError(f"backend must be 'auto', 'numba' or 'numpy', got {backend!r}")
-        if backend == "numba" and not NUMBA_AVAILABLE:
-            raise ValueError("backend 'numba' needs numba: pip install 'masksal[fast]'")
-        self.backend: Literal["numba", "numpy"] = "numpy" if backend == "numpy" or not NUMBA_AVAILABLE else "numba"
+                 backend: Backend = "auto") -> None:
+        self.backend: Literal["numba", "numpy"] = check_histogram_options(threshold_step, nan_maps, backend)
         self.threshold_step = float(threshold_step)
         self.nan_maps: NanPolicy = nan_maps
         self.edges = np.append(np.arange(0, 1, self.threshold_step), [1.0, 2.0, 3.0])
