@@ -144,10 +144,14 @@ def test_evaluate_and_benchmark_take_a_weight_file_with_its_architecture(weight_
     assert res["images"] == 8 and 0.0 <= res["top1"] <= 100.0
     r = runner.invoke(app, ["benchmark", "--methods", "gradcam,centre", "--classifier", str(weight_file),
                             "--arch", "resnet18", "--num-images", "4", "--metrics", "le_om_f1", "--no-ci",
-                            "--out", str(tmp_path / "b"), "-q", "--threads", "1"])
+                            "--image-size", "48", "--out", str(tmp_path / "b"), "-q", "--threads", "1"])
     assert r.exit_code == 0, r.output
-    res = json.loads((tmp_path / "b" / "benchmark.json").read_text())["results"]
+    saved = json.loads((tmp_path / "b" / "benchmark.json").read_text())
+    res = saved["results"]
     assert [x["method"] for x in res] == ["gradcam", "centre"] and all(x["images"] == 4 for x in res)
+    assert saved["context"]["image_size"] == 48
+    md = (tmp_path / "b" / "benchmark.md").read_text()
+    assert "nan" not in md and "masker is faster by" not in md  # no masker among the methods
 
 
 def test_weight_file_errors_are_one_line(weight_file, ckpts):

@@ -132,6 +132,7 @@ def test_sanity_checks_run_end_to_end_on_a_tiny_masker(tmp_path):
                           batch_size=8, smooth_samples=2)
     res = run_sanity_checks(masker_dir, tmp_path / "out", budget=budget, progress=False, log=lambda _m: None)
     assert list(res["cascading"]) == UNITS[::-1] and list(res["independent"]) == UNITS[::-1]
+    assert res["images"] == 6
     top = res["cascading"]["fc"]
     assert set(top) == {"masker", "gradcam", "saliency", "masker_retrained"}
     # Randomizing fc alone cannot change maps read from layer3/layer4: the masker is unchanged.

@@ -91,7 +91,7 @@ def test_the_same_from_the_command_line(model, photos, tmp_path):
     weights = tmp_path / "resnet18.safetensors"
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(weights))
     run = tmp_path / "run"
-    r = cli("train", "--classifier", weights, "--set", "classifier.arch=resnet18", "--data", f"imagefolder:{photos}",
+    r = cli("train", "--classifier", weights, "--arch", "resnet18", "--data", f"imagefolder:{photos}",
             "--image-size", "32", "--steps", "3", "--set", "masker_train.batch_size=8", "--set", "masker.hidden=8",
             "--out", run, "--quiet")
     assert r.code == 0, r.err

@@ -168,7 +168,8 @@ def checkpoint_files(ckpt: str | Path) -> Path:
     if (d / "meta.json").is_file():
         return d
     if not d.exists():
-        raise FileNotFoundError(f"{d}: no such checkpoint directory")
+        raise FileNotFoundError(f"{d}: no such checkpoint directory (masksal train writes one; masksal demo "
+                                "writes runs/demo)")
     raise FileNotFoundError(f"{d}: not a masksal checkpoint (no {POINTER} or meta.json)")
 
 

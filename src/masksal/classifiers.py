@@ -351,8 +351,8 @@ def create_classifier(
         try:
             load_weights(model, weights)
         except ValueError as e:
-            raise ValueError(f"{e} (architecture {arch!r} with {num_classes} classes; choose another with "
-                             "classifier.arch / classifier.kwargs)") from None
+            raise ValueError(f"{e} (architecture {arch!r} with {num_classes} classes; name the right one with "
+                             "--arch, or classifier.arch / classifier.kwargs)") from None
     model = model.to(memory_format=torch.channels_last)
     tap_names = list(taps) if taps else _default_taps(arch, model)
     spec = ClassifierSpec(arch=arch, num_classes=num_classes, taps=tap_names, mean=tuple(mean),  # type: ignore[arg-type]

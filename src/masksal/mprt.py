@@ -2,7 +2,7 @@
 
 Hedström, Weber, Lapuschkin & Höhne, "Sanity Checks Revisited: An Exploration to Repair the Model
 Parameter Randomisation Test", XAI in Action workshop, NeurIPS 2023. The original test
-(:func:`masksal.sanity.cascading_randomization`, Adebayo et al. 2018) compares maps of the
+(:func:`masksal.randomization.cascading_randomization`, Adebayo et al. 2018) compares maps of the
 trained model with maps of models randomized layer by layer; two of its weaknesses have a repair:
 
 * **smooth MPRT** (sMPRT): gradient-like maps are noisy enough that their similarity is low even
@@ -132,11 +132,12 @@ def smooth_mprt(fns: dict[str, MapFn], model: nn.Module, units: Sequence[str], i
     Args:
         fns: ``method -> map function`` of methods explaining ``model`` (masker: pre-sigmoid maps).
         model: the classifier's network (randomized in place, then restored).
-        units: its parameterized units, input to output (:func:`masksal.sanity.parameterized_units`).
+        units: its parameterized units, input to output (:func:`masksal.randomization.parameterized_units`).
         images, labels: ``(B, 3, H, W)`` in [0, 1] and ``(B,)``.
         n_samples, noise, seed: see :func:`smooth_maps`.
     """
-    from masksal.sanity import cascading_randomization, map_similarities, method_abs_centre
+    from masksal.randomization import cascading_randomization
+    from masksal.sanity import map_similarities, method_abs_centre
 
     def smoothed() -> dict[str, np.ndarray]:
         out: dict[str, list[np.ndarray]] = {m: [] for m in fns}

@@ -30,6 +30,14 @@ DeviceOpt = Annotated[str, typer.Option(
 ThreadsOpt = Annotated[int, typer.Option(
     min=0, help="CPU threads for torch (0: automatic, fewer when the machine is busy; see docs/your-model.md).")]
 BatchOpt = Annotated[int, typer.Option(min=1, help="Images per batch.")]
+ArchOpt = Annotated[str | None, typer.Option(
+    help="Architecture of a --classifier weight file: a torchvision name (resnet50, efficientnet_b0, ...), "
+         "timm:NAME or small_resnet18.")]
+NumClassesOpt = Annotated[int | None, typer.Option(
+    min=1, help="Outputs of a --classifier weight file (default: the data's class count).")]
+ImageSizeOpt = Annotated[int | None, typer.Option(
+    "--image-size", "--size", min=16,
+    help="Image side in pixels (default: the classifier checkpoint's; 224 for a weight file).")]
 NumImagesOpt = Annotated[int, typer.Option("--num-images", min=1, help="Images of the built-in benchmark per split.")]
 ScalingOpt = Annotated[str, typer.Option(
     help="Colour scale of the maps in the HTML pages: shared (one range per method, so a weak map looks weak) "

@@ -10,7 +10,10 @@ import typer
 
 from masksal.cli import app
 from masksal.cli.common import (
+    ArchOpt,
     BatchOpt,
+    ImageSizeOpt,
+    NumClassesOpt,
     NumImagesOpt,
     Runtime,
     ScalingOpt,
@@ -26,11 +29,6 @@ app.add_typer(data_app, name="data")
 DataOpt = Annotated[str, typer.Option(
     help="benchmark, benchmark:pairs (two objects per image), imagefolder:DIR, folder:DIR (unlabelled: top-1 "
          "explained), imagenet:ROOT, cub:ROOT, wsol:METADATA:IMAGES.")]
-ArchOpt = Annotated[str | None, typer.Option(
-    help="Architecture of a --classifier weight file: a torchvision name (resnet50, efficientnet_b0, ...), "
-         "timm:NAME or small_resnet18.")]
-NumClassesOpt = Annotated[int | None, typer.Option(
-    min=1, help="Outputs of a --classifier weight file (default: the data's class count).")]
 METRIC_HELP = ("Comma-separated: le_om_f1, maxboxacc, pxap, sm, deletion_insertion, road, pointing_game, "
                "class_sensitivity (on benchmark:pairs).")
 
@@ -122,7 +120,7 @@ def evaluate(
     val_split: Annotated[str | None, typer.Option(
         help="Choose MaxBoxAcc thresholds on this split (no leakage); 'none' to skip.")] = "val",
     n: NumImagesOpt = 2000,
-    size: Annotated[int | None, typer.Option(min=16, help="Image size (default: the classifier's).")] = None,
+    size: ImageSizeOpt = None,
     limit: Annotated[int | None, typer.Option(min=1, help="Evaluate at most N images (quick look).")] = None,
     metrics: Annotated[str, typer.Option(help=METRIC_HELP)] = "le_om_f1,maxboxacc,pxap,sm,deletion_insertion",
     metric_option: MetricOptionOpt = None,
@@ -187,6 +185,7 @@ def benchmark(
     data: DataOpt = "benchmark",
     split: Annotated[str, typer.Option(help="Split to evaluate.")] = "test",
     n: NumImagesOpt = 2000,
+    size: ImageSizeOpt = None,
     limit: Annotated[int | None, typer.Option(min=1, help="Evaluate at most N images per method.")] = None,
     metrics: Annotated[str, typer.Option(help=METRIC_HELP)] = "le_om_f1,maxboxacc,pxap,sm",
     metric_option: MetricOptionOpt = None,
@@ -236,7 +235,7 @@ def benchmark(
     dev = resolve_device(runtime.device)
     runs = [expand_runs(spec) for spec in specs]
     flat = [r for group in runs for r in group]
-    size = image_size_of(classifier, flat)
+    size = size or image_size_of(classifier, flat)
     ds, loader = build_loader(data, split, size, n, batch_size, reference=reference_checkpoint(classifier, flat))
     clf = resolve_classifier(classifier, flat, dev, arch, num_classes, ds)
     check_classes(ds, clf, data)

@@ -13,7 +13,8 @@ from masksal.cli.common import ConfigOpt, F, Runtime, SetOpt, errors, runtime_op
 
 reproduce_app = typer.Typer(no_args_is_help=True, help="Reproduce the paper's findings on the built-in benchmark.")
 app.add_typer(reproduce_app, name="reproduce")
-BudgetOpt = Annotated[str, typer.Option(help="small (2 CPU cores, about 30 minutes) or full (a GPU).")]
+BudgetOpt = Annotated[str, typer.Option(
+    help="small (a 2-core CPU: minutes per experiment, see the README) or full (a GPU, the paper's scale).")]
 KEPT = "interrupted: finished runs are kept in {out}; run the same command again to continue"
 
 
@@ -118,6 +119,8 @@ def sanity(
     seed: Annotated[int, typer.Option(help="Seed of the randomization.")] = 0,
     smooth_samples: Annotated[int, typer.Option(
         min=0, help="Noisy copies per image of the smooth MPRT (Hedström et al. 2023; 0: skip it).")] = 50,
+    data: Annotated[str | None, typer.Option(
+        help="Data spec replacing the checkpoint's (e.g. its image folder where it is now).")] = None,
     *,
     runtime: Runtime,
 ) -> None:
@@ -127,4 +130,4 @@ def sanity(
 
     budget = SanityBudget(n_images=images, retrain_steps=retrain_steps if retrain else 0, smooth_samples=smooth_samples)
     run_sanity_checks(checkpoint, out, budget=budget, data_randomization=data_randomization, seed=seed,
-                      progress=runtime.progress, log=typer.echo, device=runtime.device)
+                      progress=runtime.progress, log=typer.echo, device=runtime.device, data=data)

@@ -94,6 +94,9 @@ def train(
     set_: SetOpt = None,
     classifier: Annotated[str | None, typer.Option(
         help="Classifier checkpoint directory or weight file (sets classifier.weights).")] = None,
+    arch: Annotated[str | None, typer.Option(
+        help="Architecture of a --classifier weight file (sets classifier.arch): a torchvision name (resnet50, "
+             "efficientnet_b0, ...), timm:NAME or small_resnet18.")] = None,
     data: Annotated[str | None, typer.Option(
         help="Training data (sets data.dataset): benchmark, imagefolder:DIR, wsol:META:IMAGES, ...")] = None,
     image_size: Annotated[int | None, typer.Option(min=16, help="Image side in pixels (sets data.image_size).")] = None,
@@ -114,7 +117,8 @@ def train(
     from masksal.training import train_masker
 
     extra: dict[str, Any] = {}
-    for key, value in (("classifier.weights", classifier), ("data.dataset", data), ("data.image_size", image_size),
+    for key, value in (("classifier.weights", classifier), ("classifier.arch", arch), ("data.dataset", data),
+                       ("data.image_size", image_size),
                        ("masker_train.mode", mode), ("masker_train.steps", steps),
                        ("data.examples_per_class", examples_per_class)):
         if value is not None:

@@ -8,8 +8,17 @@ from typing import Annotated
 import typer
 
 from masksal.cli import app
-from masksal.cli.common import BatchOpt, NumImagesOpt, Runtime, errors, runtime_options
-from masksal.cli.evaluate import ArchOpt, DataOpt, MetricOptionOpt, NumClassesOpt, _metric_options, split_methods
+from masksal.cli.common import (
+    ArchOpt,
+    BatchOpt,
+    ImageSizeOpt,
+    NumClassesOpt,
+    NumImagesOpt,
+    Runtime,
+    errors,
+    runtime_options,
+)
+from masksal.cli.evaluate import DataOpt, MetricOptionOpt, _metric_options, split_methods
 
 
 @app.command(epilog="Example: masksal tune rise,ep --classifier runs/demo/masker_fix --limit 32 --out runs/tune; "
@@ -39,6 +48,7 @@ def tune(
     data: DataOpt = "benchmark",
     split: Annotated[str, typer.Option(help="The split to tune on (never the one you report).")] = "val",
     n: NumImagesOpt = 2000,
+    size: ImageSizeOpt = None,
     seed: Annotated[int, typer.Option(help="Seed of the random subset when a grid exceeds the budget.")] = 0,
     ci_resamples: Annotated[int, typer.Option(
         min=0, help="Bootstrap resamples for each configuration's interval on the selection metric (0: none).")]
@@ -81,7 +91,7 @@ def tune(
         grids[explainer_factory(name)] = values
     options = _metric_options(metric_option)
     dev = resolve_device(runtime.device)
-    size = image_size_of(classifier, [])
+    size = size or image_size_of(classifier, [])
     ds, loader = build_loader(data, split, size, n, batch_size, reference=reference_checkpoint(classifier, []))
     clf = resolve_classifier(classifier, [], dev, arch, num_classes, ds)
     check_classes(ds, clf, data)

@@ -112,10 +112,12 @@ def format_table(results: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> st
 
 
 def speed_table(rows: Sequence[dict[str, Any]]) -> str:
-    """Markdown table of the speed columns: maps/s, ms per image, peak memory, masker speed-up."""
+    """Markdown table of the speed columns: maps/s, ms per image, peak memory, and the masker's
+    speed-up over each method (a column only when a masker is among the methods)."""
     from masksal.report import markdown_table
 
+    with_masker = any(math.isfinite(float(r.get("masker_speedup", math.nan))) for r in rows)
     body = [[r["method"], f"{r['maps_per_second']:.1f}", f"{r['ms_per_image']:.2f}", f"{r['peak_memory_mib']:.0f}",
-             f"{r['masker_speedup']:.1f}x"] for r in rows]
-    return markdown_table(["method", "maps/s", "ms / image", "peak memory (MiB)", "masker is faster by"], body,
-                          first_align="---").rstrip("\n")
+             *([f"{r['masker_speedup']:.1f}x"] if with_masker else [])] for r in rows]
+    head = ["method", "maps/s", "ms / image", "peak memory (MiB)", *(["masker is faster by"] if with_masker else [])]
+    return markdown_table(head, body, first_align="---").rstrip("\n")

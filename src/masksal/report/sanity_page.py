@@ -10,6 +10,13 @@ import numpy as np
 from masksal.types import Batch
 
 SIMILARITIES = ("spearman", "spearman_abs", "ssim", "hog")
+NAN_NOTE = ("nan: every map of the method became constant (e.g. Grad-CAM once the layer it reads is random and its "
+            "positive part vanishes), so no rank correlation exists; the plots leave those points out.")
+
+
+def _images(results: dict[str, Any]) -> int:
+    """The number of test images compared (fewer than asked for when the split is smaller)."""
+    return int(results.get("images", results["budget"]["n_images"]))
 
 _LABELS = {"spearman": "Spearman", "spearman_abs": "Spearman (abs)", "ssim": "SSIM", "hog": "HOG (Pearson)"}
 
@@ -30,7 +37,8 @@ def plot_randomization(results: dict[str, Any], kind: str, title: str | None = N
         ax.axhline(0, color="grey", lw=0.7)
         ax.set_xticks(x, ["original", *units], rotation=60, ha="right", fontsize=7)
         ax.set_title(_LABELS[score])
-        ax.set_ylim(-0.4, 1.05)
+        low = min([-0.4, *[float(v) - 0.05 for u in units for m in methods if np.isfinite(v := rows[u][m][score])]])
+        ax.set_ylim(low, 1.05)
     axes[0].set_ylabel("similarity to the original maps")
     axes[0].legend(fontsize=7)
     fig.suptitle(title or f"{kind} randomization (top unit first)", fontsize=10)
@@ -46,10 +54,10 @@ def sanity_markdown(results: dict[str, Any], score: str = "spearman") -> str:
     def cell(v: float) -> str:
         return f"{v:.2f}"
 
-    b = results["budget"]
     parts = ["# Sanity checks (Adebayo et al. 2018)", "",
-             f"Checkpoint {results['checkpoint']}, {b['n_images']} test images. {_LABELS[score]} similarity between "
-             "the maps of the original and of the randomized classifier (1 = unchanged, about 0 = unrelated).", ""]
+             f"Checkpoint {results['checkpoint']}, {_images(results)} test images. {_LABELS[score]} similarity "
+             "between the maps of the original and of the randomized classifier (1 = unchanged, about 0 = unrelated). "
+             f"{NAN_NOTE}", ""]
     for kind, order in (("cascading", "cumulatively, from the top"), ("independent", "one unit at a time")):
         rows = results.get(kind) or {}
         if not rows:
@@ -107,10 +115,11 @@ def write_sanity_report(out: Path, results: dict[str, Any], test: Batch, referen
 
     rep = Report("Sanity checks (Adebayo et al. 2018) of the masker")
     b = results["budget"]
-    rep.paragraph(f"Checkpoint {results['checkpoint']}. {b['n_images']} test images. Similarity between the maps of "
+    rep.paragraph(f"Checkpoint {results['checkpoint']}. {_images(results)} test images. Similarity between the maps of "
                   "the original classifier and of the randomized one: 1 = unchanged, about 0 = unrelated. A method "
                   "that explains the model should fall toward 0 as more of the model is randomized. Masker maps "
-                  "are compared before the sigmoid; Grad-CAM and gradients are computed for the true class.")
+                  "are compared before the sigmoid; Grad-CAM and gradients are computed for the true class. "
+                  + NAN_NOTE)
     if b["retrain_steps"]:
         rep.paragraph(f"'masker retrained': the masker further trained for {b['retrain_steps']} steps on each "
                       "randomized classifier before its maps are taken.", note=True)
@@ -147,6 +156,9 @@ def write_sanity_report(out: Path, results: dict[str, Any], test: Batch, referen
         rep.paragraph(SMPRT_TEXT.format(n=b["smooth_samples"], noise=b["smooth_noise"]))
         rep.image(plot_randomization(results, "smooth_mprt", "smooth MPRT (input unit first)"),
                   "smooth MPRT: similarity against the randomized unit", width_px=1100)
+        methods = list(next(iter(sm.values())))
+        rep.table(["unit", *[f"{m} {_LABELS[s]}" for m in methods for s in ("spearman", "ssim")]],
+                  [[u, *[float(sm[u][m][s]) for m in methods for s in ("spearman", "ssim")]] for u in sm])
     dr = results.get("data_randomization")
     if dr:
         rep.heading("Data randomization")

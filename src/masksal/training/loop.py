@@ -38,6 +38,9 @@ class Callback(Protocol):
     def __call__(self, step: int, record: dict[str, float], *args: Any) -> None: ...
 
 
+_NAMED_BAD = 20  # unreadable samples named on the terminal (all are counted)
+
+
 def _takes_view(cb: Callable[..., Any]) -> bool:
     try:
         params = list(inspect.signature(cb).parameters.values())
@@ -110,17 +113,20 @@ def run_steps(
     step = start
     last: dict[str, float] = {}
     takes_view = [_takes_view(cb) for cb in callbacks]
-    bad, warned = 0, False
+    bad = 0  # reads of unreadable samples
+    named: set[str] = set()  # the distinct ones already named
     kept = "nothing was saved" if save is None else "the last finite checkpoint is kept"
     bar = tqdm(total=total, initial=start, desc=desc, unit="step", disable=not (progress and is_main_process()),
                dynamic_ncols=True, file=sys.stderr)
     try:
         for batch in batches:
             bad += len(batch.skipped)
-            if batch.skipped and not warned:
-                tqdm.write(f"skipped unreadable sample(s): {batch.skipped[0]} (all are counted in the log as "
-                           "bad_samples)", file=sys.stderr)
-                warned = True
+            for message in batch.skipped:  # each unreadable file named once, the first 20 of them
+                if message not in named and len(named) < _NAMED_BAD:
+                    named.add(message)
+                    more = " (no more are named; the log's bad_samples counts every read)" \
+                        if len(named) == _NAMED_BAD else ""
+                    tqdm.write(f"skipped unreadable sample: {message}{more}", file=sys.stderr)
             if len(batch) == 0:  # every sample of this step was unreadable: the step does nothing
                 step += 1
                 bar.update(1)
