@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import numpy as np
 from numba import njit
-from numba.types import Array, Tuple, boolean, int32, int64, uint8, uint32, uint64  # type: ignore[attr-defined]
+from numba.types import Array, Tuple, boolean, int32, int64, uint8, uint32, uint64, void  # type: ignore[attr-defined]
 
 from masksal.metrics._levelboxes import neighbour_tables
 from masksal.metrics._levelsort_jit import _BG, _FG, _P, _X, sorted_pixels
@@ -73,6 +73,25 @@ def _find(parent: np.ndarray, i: int) -> int:
         parent[i] = parent[parent[i]]
         i = parent[i]
     return i
+
+
+@njit(void(_I32_2D, uint32, int32, int32), cache=True, nogil=True, inline="always")
+def _grow(rec: np.ndarray, c: int, pi: int, xi: int) -> None:
+    """Extend component ``c``'s record (first and last pixel, leftmost and rightmost column) by
+    the pixel at framed index ``pi``, column ``xi``."""
+    rec[c, 0] = min(rec[c, 0], pi)
+    rec[c, 1] = max(rec[c, 1], pi)
+    rec[c, 2] = min(rec[c, 2], xi)
+    rec[c, 3] = max(rec[c, 3], xi)
+
+
+@njit(void(_I32_2D, uint32, uint32), cache=True, nogil=True, inline="always")
+def _absorb(rec: np.ndarray, c: int, d: int) -> None:
+    """Extend component ``c``'s record by component ``d``'s (merged into it)."""
+    rec[c, 0] = min(rec[c, 0], rec[d, 0])
+    rec[c, 1] = max(rec[c, 1], rec[d, 1])
+    rec[c, 2] = min(rec[c, 2], rec[d, 2])
+    rec[c, 3] = max(rec[c, 3], rec[d, 3])
 
 
 @njit(int64(_U32, int64, _U32), cache=True, nogil=True, inline="always")
@@ -163,10 +182,7 @@ def _hole_sweep(order: np.ndarray, start: np.ndarray, u: np.ndarray, h: int, w: 
                     c = _find(parent, c)
                     if c != 0:
                         pi, xi = np.int32(p), np.int32(e >> _X & _U(0x7FFF))
-                        rec[c, 0] = min(rec[c, 0], pi)
-                        rec[c, 1] = max(rec[c, 1], pi)
-                        rec[c, 2] = min(rec[c, 2], xi)
-                        rec[c, 3] = max(rec[c, 3], xi)
+                        _grow(rec, c, pi, xi)
             elif nrep == 0:  # a new component
                 c = np.uint32(ncomp)
                 ncomp += 1
@@ -189,16 +205,10 @@ def _hole_sweep(order: np.ndarray, start: np.ndarray, u: np.ndarray, h: int, w: 
                     into[d] = c
                     when[d] = level
                     if c != 0:
-                        rec[c, 0] = min(rec[c, 0], rec[d, 0])
-                        rec[c, 1] = max(rec[c, 1], rec[d, 1])
-                        rec[c, 2] = min(rec[c, 2], rec[d, 2])
-                        rec[c, 3] = max(rec[c, 3], rec[d, 3])
+                        _absorb(rec, c, d)
                 if c != 0:
                     pi, xi = np.int32(p), np.int32(e >> _X & _U(0x7FFF))
-                    rec[c, 0] = min(rec[c, 0], pi)
-                    rec[c, 1] = max(rec[c, 1], pi)
-                    rec[c, 2] = min(rec[c, 2], xi)
-                    rec[c, 3] = max(rec[c, 3], xi)
+                    _grow(rec, c, pi, xi)
             label[p] = c
         if used[level]:
             nlive = _drop_merged(live, nlive, parent)
@@ -289,15 +299,9 @@ def _component_sweep(order: np.ndarray, start: np.ndarray, h: int, w: int, top: 
                     if rec[d, 4] > rec[c, 4]:  # into the larger
                         c, d = d, c
                     parent[d] = c
-                    rec[c, 0] = min(rec[c, 0], rec[d, 0])
-                    rec[c, 1] = max(rec[c, 1], rec[d, 1])
-                    rec[c, 2] = min(rec[c, 2], rec[d, 2])
-                    rec[c, 3] = max(rec[c, 3], rec[d, 3])
+                    _absorb(rec, c, d)
                     rec[c, 4] += rec[d, 4]
-            rec[c, 0] = min(rec[c, 0], pi)
-            rec[c, 1] = max(rec[c, 1], pi)
-            rec[c, 2] = min(rec[c, 2], xi)
-            rec[c, 3] = max(rec[c, 3], xi)
+            _grow(rec, c, pi, xi)
             rec[c, 4] += _AREA2[mask]
             label[p] = c
         if used[level]:
