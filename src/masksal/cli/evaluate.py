@@ -210,15 +210,7 @@ def benchmark(
 
     import torch
 
-    from masksal.cli.specs import (
-        build_loader,
-        check_classes,
-        image_size_of,
-        load_method,
-        method_label,
-        reference_checkpoint,
-        resolve_classifier,
-    )
+    from masksal.cli.specs import classifier_and_data, load_method, loader_of, method_label
     from masksal.devices import resolve_device
     from masksal.evaluation import compare_methods, format_table, speed_table, write_outputs
     from masksal.evaluation.tuning import read_tuning
@@ -235,10 +227,8 @@ def benchmark(
     dev = resolve_device(runtime.device)
     runs = [expand_runs(spec) for spec in specs]
     flat = [r for group in runs for r in group]
-    size = size or image_size_of(classifier, flat)
-    ds, loader = build_loader(data, split, size, n, batch_size, reference=reference_checkpoint(classifier, flat))
-    clf = resolve_classifier(classifier, flat, dev, arch, num_classes, ds)
-    check_classes(ds, clf, data)
+    clf, ds, size, _ = classifier_and_data(classifier, flat, dev, data, split, n, size, arch, num_classes)
+    loader = loader_of(ds, batch_size)
     rows_to_run: list[tuple[str, list[str]]] = []
     for spec, group in zip(specs, runs, strict=True):
         chosen = tuning.get(spec)

@@ -72,10 +72,9 @@ def load_evaluated(method: str, classifier: str | None, device: torch.device, ar
                    num_classes: int | None = None, data: str = "benchmark", split: str = "test", n: int = 2000,
                    size: int | None = None) -> Evaluated:
     """The method, classifier and dataset for ``evaluate``, each file read once:
-    a masker without ``--classifier`` brings its classifier, image size and training data; a
-    weight file as ``--classifier`` is built as ``arch`` with the dataset's classes (or
-    ``num_classes``). ``size`` overrides the image size (default: the classifier's, 224 for a
-    weight file)."""
+    a masker without ``--classifier`` brings its classifier, image size and training data;
+    otherwise see :func:`classifier_and_data`. ``size`` overrides the image size (default: the
+    classifier's, 224 for a weight file)."""
     if classifier is None and is_masker_spec(method):
         explainer = load_method(method, None, device)
         info = dict(getattr(explainer, "info", {}))
@@ -84,14 +83,33 @@ def load_evaluated(method: str, classifier: str | None, device: torch.device, ar
         clf: Classifier = explainer.classifier  # type: ignore[attr-defined]
         size = size or int(info.get("image_size", 224))
         ds = build_dataset(data, split, size, n, reference=ref)
-    else:
-        ref = reference_checkpoint(classifier, [method])
-        size = size or image_size_of(classifier, [method])
-        ds = build_dataset(data, split, size, n, reference=ref)
-        clf = resolve_classifier(classifier, [method], device, arch, num_classes, ds)
-        explainer = load_method(method, clf, device)
+        check_classes(ds, clf, data)
+        return Evaluated(explainer, clf, ds, size, ref)
+    c = classifier_and_data(classifier, [method], device, data, split, n, size, arch, num_classes)
+    return Evaluated(load_method(method, c.classifier, device), c.classifier, c.dataset, c.size, c.reference)
+
+
+class ClassifierData(NamedTuple):
+    """The classifier to evaluate, the dataset, its image size and the data reference."""
+
+    classifier: Classifier
+    dataset: Dataset
+    size: int
+    reference: Path | None
+
+
+def classifier_and_data(classifier: str | None, methods: list[str], device: str | torch.device, data: str,
+                        split: str, n: int, size: int | None = None, arch: str | None = None,
+                        num_classes: int | None = None) -> ClassifierData:
+    """The classifier (:func:`resolve_classifier`) and the dataset whose labels it predicts, at the
+    classifier's image size unless ``size`` is given. The dataset comes first: a weight file takes
+    its class count from it."""
+    ref = reference_checkpoint(classifier, methods)
+    size = size or image_size_of(classifier, methods)
+    ds = build_dataset(data, split, size, n, reference=ref)
+    clf = resolve_classifier(classifier, methods, device, arch, num_classes, ds)
     check_classes(ds, clf, data)
-    return Evaluated(explainer, clf, ds, size, ref)
+    return ClassifierData(clf, ds, size, ref)
 
 
 def is_weight_file(classifier: str | None) -> bool:
@@ -170,7 +188,12 @@ def build_loader(data: str, split: str, size: int, n: int, batch_size: int, num_
                  reference: Path | DataConfig | None = None) -> tuple[Dataset, DataLoader]:
     """A dataset (see :func:`build_dataset`) and its loader of :class:`~masksal.types.Batch`."""
     ds = build_dataset(data, split, size, n, reference)
-    return ds, DataLoader(ds, batch_size=batch_size, collate_fn=collate, num_workers=num_workers)
+    return ds, loader_of(ds, batch_size, num_workers)
+
+
+def loader_of(ds: Dataset, batch_size: int, num_workers: int = 0) -> DataLoader:
+    """The loader of :class:`~masksal.types.Batch` of a dataset, in order."""
+    return DataLoader(ds, batch_size=batch_size, collate_fn=collate, num_workers=num_workers)
 
 
 def check_classes(ds: Dataset, classifier: Classifier, data: str) -> None:

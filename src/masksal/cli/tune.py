@@ -63,14 +63,7 @@ def tune(
 ) -> None:
     """Tune saliency methods on a validation split: every method gets the same budget of configurations,
     chosen by one declared metric; writes each configuration's scores and the chosen spec."""
-    from masksal.cli.specs import (
-        build_loader,
-        check_classes,
-        image_size_of,
-        is_masker_spec,
-        reference_checkpoint,
-        resolve_classifier,
-    )
+    from masksal.cli.specs import classifier_and_data, is_masker_spec, loader_of
     from masksal.devices import resolve_device
     from masksal.evaluation.tuning import SELECTION_METRICS, parse_grid, tune, write_tuning
     from masksal.explainers import parse_method_spec
@@ -91,10 +84,8 @@ def tune(
         grids[explainer_factory(name)] = values
     options = _metric_options(metric_option)
     dev = resolve_device(runtime.device)
-    size = size or image_size_of(classifier, [])
-    ds, loader = build_loader(data, split, size, n, batch_size, reference=reference_checkpoint(classifier, []))
-    clf = resolve_classifier(classifier, [], dev, arch, num_classes, ds)
-    check_classes(ds, clf, data)
+    clf, ds, _, _ = classifier_and_data(classifier, [], dev, data, split, n, size, arch, num_classes)
+    loader = loader_of(ds, batch_size)
     if split == "test":
         typer.echo("note: tuning on the test split; report numbers on another split", err=True)
     paths = {}
