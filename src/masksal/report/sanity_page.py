@@ -29,6 +29,10 @@ def plot_randomization(results: dict[str, Any], kind: str, title: str | None = N
     units = list(rows)
     methods = [m for m in rows[units[0]]] if units else []
     fig, axes = plt.subplots(1, len(SIMILARITIES), figsize=(4.2 * len(SIMILARITIES), 3.8), dpi=90, sharey=True)
+    # One y range for the shared axis, down to the lowest score of any panel.
+    low = min([-0.4, *[float(v) - 0.05 for u in units for m in methods for sc in SIMILARITIES
+                       if np.isfinite(v := rows[u][m][sc])]])
+    axes[0].set_ylim(low, 1.05)
     x = np.arange(len(units) + 1)
     for ax, score in zip(axes, SIMILARITIES, strict=True):
         for method in methods:
@@ -37,8 +41,6 @@ def plot_randomization(results: dict[str, Any], kind: str, title: str | None = N
         ax.axhline(0, color="grey", lw=0.7)
         ax.set_xticks(x, ["original", *units], rotation=60, ha="right", fontsize=7)
         ax.set_title(_LABELS[score])
-        low = min([-0.4, *[float(v) - 0.05 for u in units for m in methods if np.isfinite(v := rows[u][m][score])]])
-        ax.set_ylim(low, 1.05)
     axes[0].set_ylabel("similarity to the original maps")
     axes[0].legend(fontsize=7)
     fig.suptitle(title or f"{kind} randomization (top unit first)", fontsize=10)
