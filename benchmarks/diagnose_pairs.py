@@ -34,6 +34,7 @@ import numpy as np
 import torch
 from _common import save_json
 
+from masksal.cli.common import Inputs
 from masksal.cli.specs import load_evaluated, loader_of
 from masksal.metrics.boxes import box_iou, clip_boxes, largest_component_boxes
 from masksal.types import Batch
@@ -64,8 +65,8 @@ def absent_targets(batch: Batch, num_classes: int, gen: torch.Generator) -> torc
 
 def diagnose(method: str, classifier: str | None, split: str, n: int) -> dict[str, Any]:
     """The numbers of the module docstring for ``method`` on ``n`` pair images of ``split``."""
-    explainer, clf, ds, _, _ = load_evaluated(method, classifier, torch.device("cpu"), data="benchmark:pairs",
-                                              split=split, n=n)
+    explainer, clf, ds, _, _ = load_evaluated(method, classifier, torch.device("cpu"),
+                                              Inputs(data="benchmark:pairs", split=split, n=n))
     loader = loader_of(ds, 64)
     conditional = bool(getattr(explainer, "class_specific", False)) and hasattr(explainer, "explain_targets")
     gen = torch.Generator().manual_seed(0)

@@ -38,6 +38,9 @@ NumClassesOpt = Annotated[int | None, typer.Option(
 ImageSizeOpt = Annotated[int | None, typer.Option(
     "--image-size", "--size", min=16,
     help="Image side in pixels (default: the classifier checkpoint's; 224 for a weight file).")]
+DataOpt = Annotated[str, typer.Option(
+    help="benchmark, benchmark:pairs (two objects per image), imagefolder:DIR, folder:DIR (unlabelled: top-1 "
+         "explained), imagenet:ROOT, cub:ROOT, wsol:METADATA:IMAGES.")]
 NumImagesOpt = Annotated[int, typer.Option("--num-images", min=1, help="Images of the built-in benchmark per split.")]
 ScalingOpt = Annotated[str, typer.Option(
     help="Colour scale of the maps in the HTML pages: shared (one range per method, so a weak map looks weak) "
@@ -48,6 +51,33 @@ CompileOpt = Annotated[bool, typer.Option("--compile/--no-compile", help="torch.
 SyncBnOpt = Annotated[bool, typer.Option(
     "--sync-batchnorm/--no-sync-batchnorm",
     help="Under torchrun: BatchNorm statistics over the global batch, as in a single-process run.")]
+
+
+MetricOptionOpt = Annotated[list[str] | None, typer.Option(
+    "--metric-option", "-m",
+    help="A metric's setting, METRIC.KEY=VALUE (repeatable), e.g. sm.geometry=si for the paper's SM scorer, "
+         "deletion_insertion.target=label; see docs/metrics.md.")]
+
+
+def parse_metric_options(items: list[str] | None) -> dict[str, dict[str, Any]]:
+    """``["sm.geometry=si", ...]`` -> ``{"sm": {"geometry": "si"}}`` (values read like method options)."""
+    from masksal.explainers.registry import parse_method_spec
+
+    out: dict[str, dict[str, Any]] = {}
+    for item in items or []:
+        key, eq, value = item.partition("=")
+        metric, dot, name = key.strip().partition(".")
+        if not (eq and dot and metric and name):
+            raise ValueError(f"--metric-option {item!r}: expected METRIC.KEY=VALUE, e.g. sm.geometry=si")
+        out.setdefault(metric, {}).update(parse_method_spec(f"x:{name}={value}")[1])
+    return out
+
+
+CiOpt = Annotated[bool, typer.Option(
+    "--ci/--no-ci", help="95 % bootstrap intervals over the images for every number (metrics that run the "
+                         "classifier then run it one image at a time).")]
+CiResamplesOpt = Annotated[int, typer.Option(min=10, help="Bootstrap resamples for --ci.")]
+CiSeedOpt = Annotated[int, typer.Option(help="Seed of the bootstrap resamples (the same for every method).")]
 
 
 @dataclass(frozen=True)
@@ -81,37 +111,102 @@ _TRAIN_OPTIONS = (_option("amp", AmpOpt, "auto"), _option("compile_", CompileOpt
                   _option("sync_batchnorm", SyncBnOpt, True))
 
 
-def runtime_options(training: bool = False) -> Callable[[F], F]:
-    """Give a command the options every model-running command shares, declared once here:
-    ``--device``, ``--threads`` and ``--quiet`` (with ``training``, also ``--amp``,
-    ``--compile`` and ``--sync-batchnorm``). They are appended to the command's own options, and
-    the command receives them as one :class:`Runtime` argument named ``runtime``, with torch's
-    threads already set.
+def option_group(name: str, options: tuple[inspect.Parameter, ...],
+                 build: Callable[[dict[str, Any]], Any]) -> Callable[[F], F]:
+    """Give a command options declared once here: they are appended to the command's own
+    options, and the command receives ``build(values)`` as one argument named ``name``.
 
     typer has no shared option groups (click apps use a decorator for this too): the wrapper's
-    signature, which typer reads to build the command line, is the command's own without
-    ``runtime`` plus these options.
+    signature, which typer reads to build the command line, is the command's own without ``name``
+    plus ``options``.
     """
-    shared = _RUN_OPTIONS + (_TRAIN_OPTIONS if training else ())
 
     def deco(fn: F) -> F:
         own = inspect.signature(fn, eval_str=True)
-        params = [p for p in own.parameters.values() if p.name != "runtime"]
+        params = [p for p in own.parameters.values() if p.name != name]
+        # keyword-only options (a group added by another decorator) stay last
+        params.sort(key=lambda p: p.kind == inspect.Parameter.KEYWORD_ONLY)
 
         @functools.wraps(fn)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            values = {p.name: kwargs.pop(p.name, p.default) for p in shared}
-            runtime = Runtime(device=values["device"], threads=set_threads(values["threads"]), quiet=values["quiet"],
-                              amp=values.get("amp", "auto"), compile=values.get("compile_", False),
-                              sync_batchnorm=values.get("sync_batchnorm", True))
-            return fn(*args, runtime=runtime, **kwargs)
+            values = {p.name: kwargs.pop(p.name, p.default) for p in options}
+            return fn(*args, **{name: build(values)}, **kwargs)
 
-        wrapper.__signature__ = own.replace(parameters=[*params, *shared])  # type: ignore[attr-defined]
-        wrapper.__annotations__ = {**{p.name: p.annotation for p in (*params, *shared)},
+        wrapper.__signature__ = own.replace(parameters=[*params, *options])  # type: ignore[attr-defined]
+        wrapper.__annotations__ = {**{p.name: p.annotation for p in (*params, *options)},
                                    "return": own.return_annotation}
         return wrapper  # type: ignore[return-value]
 
     return deco
+
+
+def runtime_options(training: bool = False) -> Callable[[F], F]:
+    """Give a command the options every model-running command shares: ``--device``, ``--threads``
+    and ``--quiet`` (with ``training``, also ``--amp``, ``--compile`` and ``--sync-batchnorm``),
+    received as one :class:`Runtime` argument named ``runtime``, with torch's threads already set."""
+
+    def build(v: dict[str, Any]) -> Runtime:
+        return Runtime(device=v["device"], threads=set_threads(v["threads"]), quiet=v["quiet"],
+                       amp=v.get("amp", "auto"), compile=v.get("compile_", False),
+                       sync_batchnorm=v.get("sync_batchnorm", True))
+
+    return option_group("runtime", _RUN_OPTIONS + (_TRAIN_OPTIONS if training else ()), build)
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """What a scoring command (evaluate, benchmark, tune) reads, besides the classifier
+    checkpoint: the data spec, split, benchmark size and image side (``None``: the classifier's),
+    and how to build a ``--classifier`` weight file (``arch``, ``num_classes``)."""
+
+    data: str = "benchmark"
+    split: str = "test"
+    n: int = 2000
+    size: int | None = None
+    arch: str | None = None
+    num_classes: int | None = None
+
+
+@dataclass(frozen=True)
+class Scoring:
+    """How a scoring command (evaluate, benchmark) scores maps: each metric's options
+    (``{"sm": {"geometry": "si"}}``), the bootstrap resamples of the 95 % intervals (``ci``, 0:
+    none) and their seed."""
+
+    metric_options: dict[str, dict[str, Any]]
+    ci: int = 0
+    ci_seed: int = 0
+
+
+def scoring_options(ci: bool = False) -> Callable[[F], F]:
+    """Give a scoring command ``--metric-option``, ``--ci/--no-ci`` (default ``ci``),
+    ``--ci-resamples`` and ``--ci-seed``, received as one :class:`Scoring` argument named
+    ``scoring``; a malformed ``--metric-option`` fails before any work."""
+    options = (_option("metric_option", MetricOptionOpt, None), _option("ci", CiOpt, ci),
+               _option("ci_resamples", CiResamplesOpt, 1000), _option("ci_seed", CiSeedOpt, 0))
+    return option_group("scoring", options, lambda v: Scoring(
+        parse_metric_options(v["metric_option"]), v["ci_resamples"] if v["ci"] else 0, v["ci_seed"]))
+
+
+def scoring_command(ci: bool = False) -> Callable[[F], F]:
+    """Everything a command that explains and scores maps (evaluate, benchmark) shares: the
+    one-line errors of :func:`errors` and the option groups :class:`Runtime`, :class:`Inputs`
+    and :class:`Scoring` (``--ci`` on by default when ``ci``)."""
+
+    def deco(fn: F) -> F:
+        return errors()(runtime_options()(input_options()(scoring_options(ci=ci)(fn))))
+
+    return deco
+
+
+def input_options(split: str = "test", split_help: str = "Split to evaluate.") -> Callable[[F], F]:
+    """Give a scoring command ``--data``, ``--split``, ``--num-images``, ``--image-size``,
+    ``--arch`` and ``--num-classes``, received as one :class:`Inputs` argument named ``inputs``."""
+    split_opt = Annotated[str, typer.Option(help=split_help)]
+    options = (_option("data", DataOpt, "benchmark"), _option("split", split_opt, split),
+               _option("n", NumImagesOpt, 2000), _option("size", ImageSizeOpt, None),
+               _option("arch", ArchOpt, None), _option("num_classes", NumClassesOpt, None))
+    return option_group("inputs", options, lambda v: Inputs(**v))
 
 
 def one_line(e: BaseException) -> str:

@@ -10,54 +10,23 @@ import typer
 
 from masksal.cli import app
 from masksal.cli.common import (
-    ArchOpt,
     BatchOpt,
-    ImageSizeOpt,
-    NumClassesOpt,
+    Inputs,
     NumImagesOpt,
     Runtime,
     ScalingOpt,
+    Scoring,
     check_out_dir,
     check_out_file,
     errors,
-    runtime_options,
+    scoring_command,
 )
 
 data_app = typer.Typer(no_args_is_help=True, help="Work with the built-in benchmark and dataset formats.")
 app.add_typer(data_app, name="data")
 
-DataOpt = Annotated[str, typer.Option(
-    help="benchmark, benchmark:pairs (two objects per image), imagefolder:DIR, folder:DIR (unlabelled: top-1 "
-         "explained), imagenet:ROOT, cub:ROOT, wsol:METADATA:IMAGES.")]
 METRIC_HELP = ("Comma-separated: le_om_f1, maxboxacc, pxap, sm, deletion_insertion, road, pointing_game, "
                "class_sensitivity (on benchmark:pairs).")
-
-
-MetricOptionOpt = Annotated[list[str] | None, typer.Option(
-    "--metric-option", "-m",
-    help="A metric's setting, METRIC.KEY=VALUE (repeatable), e.g. sm.geometry=si for the paper's SM scorer, "
-         "deletion_insertion.target=label; see docs/metrics.md.")]
-
-
-def _metric_options(items: list[str] | None) -> dict[str, dict[str, Any]]:
-    """``["sm.geometry=si", ...]`` -> ``{"sm": {"geometry": "si"}}`` (values read like method options)."""
-    from masksal.explainers.registry import parse_method_spec
-
-    out: dict[str, dict[str, Any]] = {}
-    for item in items or []:
-        key, eq, value = item.partition("=")
-        metric, dot, name = key.strip().partition(".")
-        if not (eq and dot and metric and name):
-            raise ValueError(f"--metric-option {item!r}: expected METRIC.KEY=VALUE, e.g. sm.geometry=si")
-        out.setdefault(metric, {}).update(parse_method_spec(f"x:{name}={value}")[1])
-    return out
-
-
-CiOpt = Annotated[bool, typer.Option(
-    "--ci/--no-ci", help="95 % bootstrap intervals over the images for every number (metrics that run the "
-                         "classifier then run it one image at a time).")]
-CiResamplesOpt = Annotated[int, typer.Option(min=10, help="Bootstrap resamples for --ci.")]
-CiSeedOpt = Annotated[int, typer.Option(help="Seed of the bootstrap resamples (the same for every method).")]
 
 
 def split_methods(text: str) -> list[str]:
@@ -104,35 +73,26 @@ def _exit_on_bad_samples(results: list[dict[str, Any]]) -> None:
 
 
 @app.command(epilog="Example: masksal evaluate masker:runs/demo/masker_ca --limit 500 --out runs/evaluate.json")
-@errors()
-@runtime_options()
+@scoring_command(ci=False)
 def evaluate(
     method: Annotated[str, typer.Argument(help="masker:CHECKPOINT, a checkpoint folder, or a method name with "
                                           "options (gradcam, rise:n_masks=500, ...).")],
-    data: DataOpt = "benchmark",
     classifier: Annotated[str | None, typer.Option(
         help="Classifier checkpoint (default: the masker's), or a weight file with --arch. For a masker trained "
              "alongside its classifier (CA), the classifier it started from: the metrics that run a classifier then "
              "use that one.")] = None,
-    arch: ArchOpt = None,
-    num_classes: NumClassesOpt = None,
-    split: Annotated[str, typer.Option(help="Split to evaluate.")] = "test",
     val_split: Annotated[str | None, typer.Option(
         help="Choose MaxBoxAcc thresholds on this split (no leakage); 'none' to skip.")] = "val",
-    n: NumImagesOpt = 2000,
-    size: ImageSizeOpt = None,
     limit: Annotated[int | None, typer.Option(min=1, help="Evaluate at most N images (quick look).")] = None,
     metrics: Annotated[str, typer.Option(help=METRIC_HELP)] = "le_om_f1,maxboxacc,pxap,sm,deletion_insertion",
-    metric_option: MetricOptionOpt = None,
     batch_size: BatchOpt = 64,
     metric_workers: Annotated[int | None, typer.Option(
         min=0, help="Processes updating the map-only metrics beside the model (default: 1 with a GPU, 0 on CPU).")
     ] = None,
     out: Annotated[Path | None, typer.Option(help="Write the results as JSON here.")] = None,
-    ci: CiOpt = False,
-    ci_resamples: CiResamplesOpt = 1000,
-    ci_seed: CiSeedOpt = 0,
     *,
+    scoring: Scoring,
+    inputs: Inputs,
     runtime: Runtime,
 ) -> None:
     """Evaluate a saliency method on a dataset: every metric, a table, and JSON.
@@ -147,19 +107,16 @@ def evaluate(
 
     check_out_file(out)
     names = _metric_list(metrics)
-    _metric_options(metric_option)  # a malformed option fails before any work
     with torchrun_session(runtime.device):
         main = is_main_process()
         dev = process_device(runtime.device)
-        explainer, clf, ds, img, ref = load_evaluated(method, classifier, dev, arch, num_classes, data, split, n,
-                                                      size)
+        explainer, clf, ds, img, ref = load_evaluated(method, classifier, dev, inputs)
         val_ds = None
         if val_split and val_split != "none" and "maxboxacc" in names:
-            val_ds = build_dataset(data, val_split, img, n, reference=ref)
+            val_ds = build_dataset(inputs.data, val_split, img, inputs.n, reference=ref)
         res = evaluate_sharded(explainer, clf, ds, batch_size=batch_size, val_dataset=val_ds, limit=limit,
                                progress=runtime.progress, metrics=names, metric_workers=metric_workers,
-                               metric_options=_metric_options(metric_option), ci=ci_resamples if ci else 0,
-                               ci_seed=ci_seed)
+                               metric_options=scoring.metric_options, ci=scoring.ci, ci_seed=scoring.ci_seed)
         res["explainer"] = method_label(method, explainer)
     if not main:
         return
@@ -172,33 +129,24 @@ def evaluate(
 
 @app.command(epilog='Example: masksal benchmark --methods "masker:runs/demo/masker_ca,gradcam,rise:n_masks=500" '
              "--limit 64")
-@errors()
-@runtime_options()
+@scoring_command(ci=True)
 def benchmark(
     methods: Annotated[str, typer.Option(help="Comma-separated method specs: masker:CKPT, gradcam, "
                                          "'rise:n_masks=4000', ep, ... (options after ':', split by ';' "
                                          "when several).")],
     classifier: Annotated[str | None, typer.Option(
         help="Classifier checkpoint (default: the first masker's), or a weight file with --arch.")] = None,
-    arch: ArchOpt = None,
-    num_classes: NumClassesOpt = None,
-    data: DataOpt = "benchmark",
-    split: Annotated[str, typer.Option(help="Split to evaluate.")] = "test",
-    n: NumImagesOpt = 2000,
-    size: ImageSizeOpt = None,
     limit: Annotated[int | None, typer.Option(min=1, help="Evaluate at most N images per method.")] = None,
     metrics: Annotated[str, typer.Option(help=METRIC_HELP)] = "le_om_f1,maxboxacc,pxap,sm",
-    metric_option: MetricOptionOpt = None,
     batch_size: BatchOpt = 64,
     out: Annotated[Path, typer.Option(help="Output folder.")] = Path("runs/benchmark"),
     scaling: ScalingOpt = "shared",
     tuned: Annotated[Path | None, typer.Option(
         help="tuning.json (or its folder) from masksal tune: each method given as it was tuned gets a second row "
              "with the configuration chosen on the validation split.")] = None,
-    ci: CiOpt = True,
-    ci_resamples: CiResamplesOpt = 1000,
-    ci_seed: CiSeedOpt = 0,
     *,
+    scoring: Scoring,
+    inputs: Inputs,
     runtime: Runtime,
 ) -> None:
     """Compare saliency methods on one classifier and dataset: quality and speed in one table.
@@ -227,7 +175,7 @@ def benchmark(
     dev = resolve_device(runtime.device)
     runs = [expand_runs(spec) for spec in specs]
     flat = [r for group in runs for r in group]
-    clf, ds, size, _ = classifier_and_data(classifier, flat, dev, data, split, n, size, arch, num_classes)
+    clf, ds, size, _ = classifier_and_data(classifier, flat, dev, inputs)
     loader = loader_of(ds, batch_size)
     rows_to_run: list[tuple[str, list[str]]] = []
     for spec, group in zip(specs, runs, strict=True):
@@ -249,11 +197,10 @@ def benchmark(
         loaded.append((label, explainers))
     rows = compare_methods([(label, es if len(es) > 1 else es[0]) for label, es in loaded], clf, loader,
                            metrics=names, limit=limit, progress=runtime.progress,
-                           metric_options=_metric_options(metric_option), ci=ci_resamples if ci else 0,
-                           ci_seed=ci_seed)
+                           metric_options=scoring.metric_options, ci=scoring.ci, ci_seed=scoring.ci_seed)
     name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else \
         f"CPU {platform.machine()}, {runtime.threads} threads"
-    paths = write_outputs(rows, out, {"device": name, "methods": specs, "data": data, "split": split,
+    paths = write_outputs(rows, out, {"device": name, "methods": specs, "data": inputs.data, "split": inputs.split,
                                       "limit": limit, "image_size": size,
                                       "tuned": None if tuned is None else str(tuned)})
     sample = collate([ds[i] for i in range(min(8, len(ds)))]).to(dev)  # type: ignore[arg-type]

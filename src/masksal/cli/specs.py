@@ -16,6 +16,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from masksal.checkpoint import is_checkpoint, load_classifier, load_config_of, read_meta
 from masksal.classifiers import Classifier
+from masksal.cli.common import Inputs
 from masksal.config import DataConfig
 from masksal.explainers.base import SupportsExplain
 from masksal.types import collate
@@ -68,24 +69,24 @@ class Evaluated(NamedTuple):
     reference: Path | DataConfig | None
 
 
-def load_evaluated(method: str, classifier: str | None, device: torch.device, arch: str | None = None,
-                   num_classes: int | None = None, data: str = "benchmark", split: str = "test", n: int = 2000,
-                   size: int | None = None) -> Evaluated:
+def load_evaluated(method: str, classifier: str | None, device: torch.device,
+                   inputs: Inputs | None = None) -> Evaluated:
     """The method, classifier and dataset for ``evaluate``, each file read once:
     a masker without ``--classifier`` brings its classifier, image size and training data;
-    otherwise see :func:`classifier_and_data`. ``size`` overrides the image size (default: the
-    classifier's, 224 for a weight file)."""
+    otherwise see :func:`classifier_and_data`. ``inputs.size`` overrides the image size (default:
+    the classifier's, 224 for a weight file)."""
+    inputs = inputs or Inputs()
     if classifier is None and is_masker_spec(method):
         explainer = load_method(method, None, device)
         info = dict(getattr(explainer, "info", {}))
         cfg = info.get("config")
         ref: Path | DataConfig | None = cfg.data if cfg is not None else masker_path(method)
         clf: Classifier = explainer.classifier  # type: ignore[attr-defined]
-        size = size or int(info.get("image_size", 224))
-        ds = build_dataset(data, split, size, n, reference=ref)
-        check_classes(ds, clf, data)
+        size = inputs.size or int(info.get("image_size", 224))
+        ds = build_dataset(inputs.data, inputs.split, size, inputs.n, reference=ref)
+        check_classes(ds, clf, inputs.data)
         return Evaluated(explainer, clf, ds, size, ref)
-    c = classifier_and_data(classifier, [method], device, data, split, n, size, arch, num_classes)
+    c = classifier_and_data(classifier, [method], device, inputs)
     return Evaluated(load_method(method, c.classifier, device), c.classifier, c.dataset, c.size, c.reference)
 
 
@@ -98,17 +99,16 @@ class ClassifierData(NamedTuple):
     reference: Path | None
 
 
-def classifier_and_data(classifier: str | None, methods: list[str], device: str | torch.device, data: str,
-                        split: str, n: int, size: int | None = None, arch: str | None = None,
-                        num_classes: int | None = None) -> ClassifierData:
+def classifier_and_data(classifier: str | None, methods: list[str], device: str | torch.device,
+                        inputs: Inputs) -> ClassifierData:
     """The classifier (:func:`resolve_classifier`) and the dataset whose labels it predicts, at the
-    classifier's image size unless ``size`` is given. The dataset comes first: a weight file takes
-    its class count from it."""
+    classifier's image size unless ``inputs.size`` is given. The dataset comes first: a weight file
+    takes its class count from it."""
     ref = reference_checkpoint(classifier, methods)
-    size = size or image_size_of(classifier, methods)
-    ds = build_dataset(data, split, size, n, reference=ref)
-    clf = resolve_classifier(classifier, methods, device, arch, num_classes, ds)
-    check_classes(ds, clf, data)
+    size = inputs.size or image_size_of(classifier, methods)
+    ds = build_dataset(inputs.data, inputs.split, size, inputs.n, reference=ref)
+    clf = resolve_classifier(classifier, methods, device, inputs.arch, inputs.num_classes, ds)
+    check_classes(ds, clf, inputs.data)
     return ClassifierData(clf, ds, size, ref)
 
 

@@ -9,22 +9,23 @@ import typer
 
 from masksal.cli import app
 from masksal.cli.common import (
-    ArchOpt,
     BatchOpt,
-    ImageSizeOpt,
-    NumClassesOpt,
-    NumImagesOpt,
+    Inputs,
+    MetricOptionOpt,
     Runtime,
     errors,
+    input_options,
+    parse_metric_options,
     runtime_options,
 )
-from masksal.cli.evaluate import DataOpt, MetricOptionOpt, _metric_options, split_methods
+from masksal.cli.evaluate import split_methods
 
 
 @app.command(epilog="Example: masksal tune rise,ep --classifier runs/demo/masker_fix --limit 32 --out runs/tune; "
              "then masksal benchmark --methods ... --tuned runs/tune")
 @errors()
 @runtime_options()
+@input_options(split="val", split_help="The split to tune on (never the one you report).")
 def tune(
     methods: Annotated[str, typer.Argument(
         help="Comma-separated method specs, each tuned in turn from its authors' settings (the class defaults and "
@@ -32,8 +33,6 @@ def tune(
     classifier: Annotated[str, typer.Option(
         help="Checkpoint of the classifier the maps explain (a classifier or masker checkpoint), or a weight file "
              "with --arch.")],
-    arch: ArchOpt = None,
-    num_classes: NumClassesOpt = None,
     grid: Annotated[list[str] | None, typer.Option(
         help="Override a method's declared TUNING_GRID (repeatable): "
              "'rise:grid_size=[5,7,9];p=[0.25,0.5]'; a list-valued option as a list of lists.")] = None,
@@ -45,10 +44,6 @@ def tune(
         min=1, help="Configurations evaluated per method, the authors' settings included (the same for every "
                     "method; a grid larger than the budget is sampled at random).")] = 6,
     limit: Annotated[int, typer.Option(min=2, help="Validation images per configuration.")] = 64,
-    data: DataOpt = "benchmark",
-    split: Annotated[str, typer.Option(help="The split to tune on (never the one you report).")] = "val",
-    n: NumImagesOpt = 2000,
-    size: ImageSizeOpt = None,
     seed: Annotated[int, typer.Option(help="Seed of the random subset when a grid exceeds the budget.")] = 0,
     ci_resamples: Annotated[int, typer.Option(
         min=0, help="Bootstrap resamples for each configuration's interval on the selection metric (0: none).")]
@@ -59,6 +54,7 @@ def tune(
         help="Folder for tuning.json, tuning.md and best_specs.txt (results of other methods already there are "
              "kept).")] = Path("runs/tune"),
     *,
+    inputs: Inputs,
     runtime: Runtime,
 ) -> None:
     """Tune saliency methods on a validation split: every method gets the same budget of configurations,
@@ -82,11 +78,11 @@ def tune(
     for text in grid or []:
         name, values = parse_grid(text)
         grids[explainer_factory(name)] = values
-    options = _metric_options(metric_option)
+    options = parse_metric_options(metric_option)
     dev = resolve_device(runtime.device)
-    clf, ds, _, _ = classifier_and_data(classifier, [], dev, data, split, n, size, arch, num_classes)
+    clf, ds, _, _ = classifier_and_data(classifier, [], dev, inputs)
     loader = loader_of(ds, batch_size)
-    if split == "test":
+    if inputs.split == "test":
         typer.echo("note: tuning on the test split; report numbers on another split", err=True)
     paths = {}
     for spec in specs:
