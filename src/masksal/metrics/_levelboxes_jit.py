@@ -85,6 +85,35 @@ def _grow(rec: np.ndarray, c: int, pi: int, xi: int) -> None:
     rec[c, 3] = max(rec[c, 3], xi)
 
 
+@njit(int64(_U32, _I32_2D, _U32, int64, uint32, int32, int32), cache=True, nogil=True, inline="always")
+def _open(parent: np.ndarray, rec: np.ndarray, live: np.ndarray, nlive: int, c: int, pi: int, xi: int) -> int:
+    """Start component ``c`` at the pixel of framed index ``pi``, column ``xi`` (its own root,
+    its record that pixel, appended to ``live``); return the new count of ``live``."""
+    parent[c] = c
+    rec[c, 0] = rec[c, 1] = pi
+    rec[c, 2] = rec[c, 3] = xi
+    live[nlive] = c
+    return nlive + 1
+
+
+@njit(int64(_U32, _U32, _U64, uint64, uint64, uint64, _U32), cache=True, nogil=True, inline="always")
+def _neighbour_roots(parent: np.ndarray, label: np.ndarray, offs: np.ndarray, p: int, mask: int, nrep: int,
+                     roots: np.ndarray) -> int:
+    """Write to ``roots`` the distinct roots of the components of pixel ``p``'s ``nrep`` neighbour
+    groups (neighbour mask ``mask``; ``offs`` from :func:`_rep_offsets`), in order; return how
+    many. Distinct roots stay distinct sets while they are merged one by one into the first."""
+    k = 0
+    for t in range(_U(0), nrep):
+        d = _find(parent, label[p + offs[mask << _U(2) | t]])
+        for j in range(k):
+            if roots[j] == d:
+                break
+        else:
+            roots[k] = d
+            k += 1
+    return k
+
+
 @njit(void(_I32_2D, uint32, uint32), cache=True, nogil=True, inline="always")
 def _absorb(rec: np.ndarray, c: int, d: int) -> None:
     """Extend component ``c``'s record by component ``d``'s (merged into it)."""
@@ -164,6 +193,7 @@ def _hole_sweep(order: np.ndarray, start: np.ndarray, u: np.ndarray, h: int, w: 
     into = np.empty(n, np.int32)  # the component each one was merged into (-1: none yet), never compressed
     when = np.empty(n, np.int32)  # the level it was
     live = np.empty(n, np.uint32)  # the components created, those merged since dropped at each used level
+    roots = np.empty(4, np.uint32)  # of a pixel's neighbour groups (at most 4)
     parent[0] = 0
     into[0] = -1
     ncomp, nlive = 1, 0
@@ -186,19 +216,13 @@ def _hole_sweep(order: np.ndarray, start: np.ndarray, u: np.ndarray, h: int, w: 
             elif nrep == 0:  # a new component
                 c = np.uint32(ncomp)
                 ncomp += 1
-                parent[c] = c
-                pi, xi = np.int32(p), np.int32(e >> _X & _U(0x7FFF))
-                rec[c, 0] = rec[c, 1] = pi
-                rec[c, 2] = rec[c, 3] = xi
+                nlive = _open(parent, rec, live, nlive, c, np.int32(p), np.int32(e >> _X & _U(0x7FFF)))
                 into[c] = -1
-                live[nlive] = c
-                nlive += 1
             else:
-                c = _find(parent, label[p + offs[mask << _U(2)]])
-                for t in range(_U(1), _U(nrep)):
-                    d = _find(parent, label[p + offs[mask << _U(2) | t]])
-                    if d == c:
-                        continue
+                k = _neighbour_roots(parent, label, offs, p, mask, _U(nrep), roots)
+                c = roots[0]
+                for j in range(1, k):
+                    d = roots[j]
                     if d == 0 or (c != 0 and d < c):  # into the outside, else into the older
                         c, d = d, c
                     parent[d] = c
@@ -270,6 +294,7 @@ def _component_sweep(order: np.ndarray, start: np.ndarray, h: int, w: int, top: 
     # rows the box's top and bottom), leftmost and rightmost column, twice the polygon area.
     rec = np.empty((n, 8), np.int32)
     live = np.empty(n, np.uint32)
+    roots = np.empty(4, np.uint32)  # of a pixel's neighbour groups (at most 4)
     ncomp, nlive = 0, 0
     offs = _rep_offsets(_REP8, fw)
     for level in range(top - 1, -1, -1):
@@ -284,18 +309,13 @@ def _component_sweep(order: np.ndarray, start: np.ndarray, h: int, w: int, top: 
             elif nrep == 0:  # a new component
                 c = np.uint32(ncomp)
                 ncomp += 1
-                parent[c] = c
-                rec[c, 0] = rec[c, 1] = pi
-                rec[c, 2] = rec[c, 3] = xi
+                nlive = _open(parent, rec, live, nlive, c, pi, xi)
                 rec[c, 4] = 0
-                live[nlive] = c
-                nlive += 1
             else:
-                c = _find(parent, label[p + offs[mask << _U(2)]])
-                for t in range(_U(1), _U(nrep)):
-                    d = _find(parent, label[p + offs[mask << _U(2) | t]])
-                    if d == c:
-                        continue
+                k = _neighbour_roots(parent, label, offs, p, mask, _U(nrep), roots)
+                c = roots[0]
+                for j in range(1, k):
+                    d = roots[j]
                     if rec[d, 4] > rec[c, 4]:  # into the larger
                         c, d = d, c
                     parent[d] = c

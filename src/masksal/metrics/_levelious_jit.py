@@ -19,7 +19,7 @@ from masksal.metrics._levelboxes_jit import filled_v1_boxes, map_level_boxes
 # stale code running from the cache. Their SHA-256 is written here (a test compares it with the
 # files), so that editing them means editing this file too, which invalidates the cache.
 CALLEES_SHA256 = {
-    "_levelboxes_jit.py": "877b33c030147d3b8ab983c79b9fcee05f6760b3eb6afea750a22ee568fec7ff",
+    "_levelboxes_jit.py": "1fbe72eeb48b0f11ba1dc2f9427db81c3e7b753486c8c73731ddbf0db562f7d5",
     "_levelsort_jit.py": "7cde4620c65dfe7c9c30396e25caed093a23424f0f635293db7e14d3ef8091b8",
 }
 
