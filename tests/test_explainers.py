@@ -291,3 +291,39 @@ def test_baselines_without_a_classifier() -> None:
         assert out.logits is None and out.maps.shape == (2, 32, 32)
         torch.testing.assert_close(out.maps, create_explainer(name, make_classifier()).explain(x))
         assert explainer.explain(np.zeros((32, 32, 3), np.uint8)).shape == (32, 32)
+
+
+def test_every_setting_is_kept_under_its_name() -> None:
+    """Each registered method keeps every constructor argument it was given (after the
+    classifier) under the same name, so ``options()`` and the benchmark tables show what ran."""
+    clf = make_classifier()
+    given = {"ig": {"steps": 3, "baseline": 0.5}, "smoothgrad": {"n_samples": 2, "noise_level": 0.05},
+             "rise": {"n_masks": 8, "p": 0.25}, "mp": {"iterations": 2, "blur_sigma": 6.0},
+             "ep": {"iterations": 2, "jitter": False}, "pda": {"window": 4, "stride": 2}}
+    for name, options in given.items():
+        explainer = create_explainer(name, clf, **options)
+        kept = explainer.options()
+        for key, value in options.items():
+            assert kept[key] == value, (name, key)
+
+
+def test_a_classifier_explainer_refuses_none_and_keeps_its_options() -> None:
+    from masksal.explainers import ClassifierExplainer
+
+    class Shift(ClassifierExplainer):
+        name = "shift"
+        by: int
+        scale: float
+
+        def __init__(self, classifier: Any, by: int = 1, scale: float = 2.0) -> None:
+            super().__init__(classifier)
+            self._keep_options(locals())
+
+        def _maps(self, images: Tensor, targets: Tensor) -> Tensor:
+            return images.mean(1).roll(self.by, -1) * self.scale
+
+    with pytest.raises(ValueError, match="Shift needs a classifier"):
+        Shift(None)
+    shift = Shift(make_classifier(), by=3)
+    assert (shift.by, shift.scale) == (3, 2.0) and repr(shift) == "Shift(by=3, scale=2.0)"
+    assert shift.explain(images(2)).shape == (2, 32, 32)

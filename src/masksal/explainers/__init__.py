@@ -6,7 +6,7 @@ any ``nn.Module``) and its settings, and ``explain_with_logits`` hands back the 
 with the maps.
 """
 
-from masksal.explainers.base import Explainer, Explanation
+from masksal.explainers.base import ClassifierExplainer, Explainer, Explanation
 from masksal.explainers.baselines import CentreBaseline, RandomBaseline
 from masksal.explainers.extremal_perturbation import ExtremalPerturbation, SmoothMaxMask
 from masksal.explainers.fido import FIDO
@@ -28,6 +28,7 @@ __all__ = [
     "RISE",
     "AttentionRollout",
     "CentreBaseline",
+    "ClassifierExplainer",
     "Explainer",
     "ExplainerFactory",
     "Explanation",

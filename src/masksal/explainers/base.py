@@ -81,9 +81,8 @@ class Explainer(ABC):
 
     Subclasses set ``name``, implement ``_maps`` and, if they need autograd, set
     ``needs_grad = True`` (``_maps`` then runs with gradients enabled; otherwise under
-    ``torch.no_grad()``, which the method may re-enable locally). A subclass that needs the
-    classifier declares ``classifier: Classifier`` (never ``None`` there: the constructor refuses
-    ``None`` unless ``requires_classifier`` is False).
+    ``torch.no_grad()``, which the method may re-enable locally). A method that runs the
+    classifier subclasses :class:`ClassifierExplainer`, where ``classifier`` is never ``None``.
 
     Raises:
         ValueError: ``classifier`` is ``None`` for a method that needs one, or not a module.
@@ -209,6 +208,15 @@ class Explainer(ABC):
         return {p.name: getattr(self, p.name) for p in params
                 if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and hasattr(self, p.name)}
 
+    def _keep_options(self, values: dict[str, Any]) -> None:
+        """Keep each constructor argument after the classifier found in ``values`` (the
+        constructor's ``locals()``) under its own name: what :meth:`options` reads back. A
+        subclass declares their types as class attributes."""
+        params = list(inspect.signature(type(self).__init__).parameters.values())[2:]
+        for p in params:
+            if p.name in values and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY):
+                setattr(self, p.name, values[p.name])
+
     def __repr__(self) -> str:
         opts = ", ".join(f"{k}={v!r}" for k, v in self.options().items())
         return f"{type(self).__name__}({opts})"
@@ -329,3 +337,11 @@ def prepare_targets(targets: Targets, n: int, device: torch.device) -> Tensor | 
     if bool((t < 0).any()):
         raise ValueError(f"targets must be class indices >= 0, got {t.min().item()}")
     return t
+
+
+class ClassifierExplainer(Explainer):
+    """Base class of the methods that run the classifier: ``classifier`` is always set (the
+    constructor refuses ``None``)."""
+
+    requires_classifier: ClassVar[bool] = True
+    classifier: Classifier

@@ -13,7 +13,7 @@ from torch.autograd.function import once_differentiable
 
 from masksal.classifiers import Classifier
 from masksal.explainers._common import at_resolution, gaussian_blur
-from masksal.explainers.base import Explainer, Explanation
+from masksal.explainers.base import ClassifierExplainer, Explanation
 
 
 class SmoothMaxMask:
@@ -164,7 +164,7 @@ def _smooth_max_mask_reference(generator: SmoothMaxMask, params: Tensor) -> Tens
     return mask.clamp(0, 1)
 
 
-class ExtremalPerturbation(Explainer):
+class ExtremalPerturbation(ClassifierExplainer):
     """Extremal Perturbation (preservation game), optimized for all images of a batch at once.
 
     Fong, Patrick & Vedaldi, "Understanding Deep Networks via Extremal Perturbations and Smooth
@@ -223,7 +223,18 @@ class ExtremalPerturbation(Explainer):
     """Settings :func:`masksal.evaluation.tune` tries: the preserved area (the authors' 0.1 and the
     sizes of larger objects) and the flip jitter (made for flip-invariant classifiers)."""
     needs_grad = True
-    classifier: Classifier
+
+    areas: list[float]
+    iterations: int
+    step: int | None
+    sigma: float | None
+    max_blur: float | None
+    num_levels: int
+    lr: float
+    momentum: float
+    area_weight: float
+    area_weight_growth: float
+    jitter: bool
 
     def __init__(
         self,
@@ -246,16 +257,7 @@ class ExtremalPerturbation(Explainer):
         if iterations < 0 or num_levels < 2:
             raise ValueError("iterations must be >= 0 and num_levels >= 2")
         super().__init__(classifier)
-        self.iterations = iterations
-        self.step = step
-        self.sigma = sigma
-        self.max_blur = max_blur
-        self.num_levels = num_levels
-        self.lr = lr
-        self.momentum = momentum
-        self.area_weight = area_weight
-        self.area_weight_growth = area_weight_growth
-        self.jitter = jitter
+        self._keep_options({k: v for k, v in locals().items() if k != "areas"})  # areas: kept as a list above
         self._generators: dict[tuple[int, int, int, float, torch.device], SmoothMaxMask] = {}
 
     def mask_generator(self, height: int, width: int, device: torch.device) -> SmoothMaxMask:

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from masksal.classifiers import Classifier
-from masksal.explainers.base import Explainer, Explanation
+from masksal.explainers.base import ClassifierExplainer, Explanation
 from masksal.masking import INFILLS, infill
 
 OBJECTIVES = ("ssr", "sdr")
@@ -22,7 +22,7 @@ def log_odds(logits: Tensor, targets: Tensor) -> Tensor:
     return logits.gather(1, targets[:, None])[:, 0] - torch.logsumexp(others, dim=1)
 
 
-class FIDO(Explainer):
+class FIDO(ClassifierExplainer):
     """FIDO, Chang, Creager, Goldenberg & Duvenaud, "Explaining Image Classifiers by
     Counterfactual Generation", ICLR 2019.
 
@@ -68,9 +68,20 @@ class FIDO(Explainer):
         seed: seed of the sampling noise.
     """
 
-    classifier: Classifier
     name = "fido"
     needs_grad = True
+
+    inpainter: nn.Module | None
+    infill: str
+    objective: str
+    iterations: int
+    lr: float
+    samples: int
+    area_coeff: float
+    mask_cells: int
+    temperature: float
+    warmup: int
+    seed: int
 
     def __init__(
         self,
@@ -107,17 +118,8 @@ class FIDO(Explainer):
         if iterations < 0 or samples < 1 or mask_cells < 1 or warmup < 0 or temperature <= 0:
             raise ValueError("fido: iterations >= 0, samples >= 1, mask_cells >= 1, warmup >= 0 and "
                              "temperature > 0 required")
-        self.inpainter = inpainter
-        self.infill = kind
-        self.objective = objective
-        self.iterations = iterations
-        self.lr = lr
-        self.samples = samples
-        self.area_coeff = area_coeff
-        self.mask_cells = mask_cells
-        self.temperature = temperature
-        self.warmup = warmup
-        self.seed = seed
+        infill = kind
+        self._keep_options(locals())  # the inpainter as loaded, the infill as resolved
 
     def options(self) -> dict[str, Any]:
         return {**super().options(), "inpainter": self._inpainter_source}  # a path or class name, not the weights

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from masksal.classifiers import Classifier
-from masksal.explainers.base import Explainer, Explanation
+from masksal.explainers.base import ClassifierExplainer, Explanation
 from masksal.taps import family_cam_layer
 
 
@@ -72,7 +72,7 @@ def _children(module: nn.Module, prefix: str) -> str:
     return ", ".join(names) if names else "(none)"
 
 
-class GradCAM(Explainer):
+class GradCAM(ClassifierExplainer):
     """Grad-CAM on one layer, computed with one forward pass and a backward pass above the layer.
 
     Selvaraju et al., "Grad-CAM: Visual Explanations from Deep Networks via Gradient-based
@@ -119,7 +119,6 @@ class GradCAM(Explainer):
     name = "gradcam"
     TUNING_GRID: ClassVar[dict[str, list[Any]]] = {"layer": ["layer4", "layer3", "layer2"]}
     """Settings :func:`masksal.evaluation.tune` tries: the layer whose activations and gradients make the map."""
-    classifier: Classifier
 
     def __init__(self, classifier: Classifier | nn.Module, layer: str | nn.Module | None = None) -> None:
         super().__init__(classifier)
@@ -167,7 +166,7 @@ class GradCAM(Explainer):
         return Explanation(cam[:, 0], logits.detach())
 
 
-class PytorchGradCamExplainer(Explainer):
+class PytorchGradCamExplainer(ClassifierExplainer):
     """Grad-CAM from the pytorch-grad-cam package (``pip install grad-cam``), as a speed yardstick.
 
     Gildenblat and contributors, "PyTorch library for CAM methods", github.com/jacobgil/pytorch-grad-cam
@@ -193,7 +192,6 @@ class PytorchGradCamExplainer(Explainer):
     TUNING_GRID: ClassVar[dict[str, list[Any]]] = {"layer": ["layer4", "layer3", "layer2"]}
     """Settings :func:`masksal.evaluation.tune` tries: the target layer."""
     needs_grad = True
-    classifier: Classifier
 
     def __init__(self, classifier: Classifier | nn.Module, layer: str | nn.Module | None = None) -> None:
         try:

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from masksal.classifiers import Classifier
-from masksal.explainers.base import Explainer, Explanation
+from masksal.explainers.base import ClassifierExplainer, Explanation
 
 ChannelReduction = Literal["abs_max", "abs_sum"]
 REDUCTIONS = ("abs_max", "abs_sum")
@@ -32,7 +32,7 @@ def reduce_channels(attributions: Tensor, reduction: ChannelReduction) -> Tensor
     raise ValueError(f"unknown channel reduction {reduction!r}: use 'abs_max' or 'abs_sum'")
 
 
-class CaptumExplainer(Explainer):
+class CaptumExplainer(ClassifierExplainer):
     """What the captum-based methods share: the top-1 class, a fresh input leaf, the reduction.
 
     A subclass implements :meth:`_attribute` (one captum call). ``_maps`` finds the targets
@@ -50,7 +50,6 @@ class CaptumExplainer(Explainer):
     forward_on_clean_images: ClassVar[bool] = False
     """True when captum's one forward pass is on the clean images (Saliency, GuidedBackprop): its
     logits are then kept for ``explain_with_logits`` instead of running another pass."""
-    classifier: Classifier
 
     def __init__(self, classifier: Classifier | nn.Module, reduction: ChannelReduction = "abs_sum") -> None:
         if reduction not in REDUCTIONS:
@@ -140,6 +139,11 @@ class IntegratedGradients(CaptumExplainer):
     TUNING_GRID: ClassVar[dict[str, list[Any]]] = {"steps": [20, 50], "baseline": [0.0, 0.5, 1.0]}
     """Settings :func:`masksal.evaluation.tune` tries: path points, and a black, grey or white baseline."""
 
+    steps: int
+    internal_batch_size: int
+    baseline: float
+    method: str
+
     def __init__(
         self,
         classifier: Classifier | nn.Module,
@@ -152,10 +156,7 @@ class IntegratedGradients(CaptumExplainer):
         if steps < 1 or internal_batch_size < 1:
             raise ValueError("steps and internal_batch_size must be >= 1")
         super().__init__(classifier, reduction)
-        self.steps = steps
-        self.internal_batch_size = internal_batch_size
-        self.baseline = baseline
-        self.method = method
+        self._keep_options(locals())
 
     def _attribute(self, inputs: Tensor, targets: Tensor) -> Tensor:
         from captum.attr import IntegratedGradients as CaptumIG
@@ -198,6 +199,11 @@ class SmoothGrad(CaptumExplainer):
     """Settings :func:`masksal.evaluation.tune` tries: samples, and noise below, inside and above the
     paper's recommended 0.1-0.2."""
 
+    n_samples: int
+    noise_level: float
+    batch_size: int
+    seed: int
+
     def __init__(
         self,
         classifier: Classifier | nn.Module,
@@ -210,10 +216,7 @@ class SmoothGrad(CaptumExplainer):
         if n_samples < 1 or batch_size < 1:
             raise ValueError("n_samples and batch_size must be >= 1")
         super().__init__(classifier, reduction)
-        self.n_samples = n_samples
-        self.noise_level = noise_level
-        self.batch_size = batch_size
-        self.seed = seed
+        self._keep_options(locals())
         self._noise: dict[tuple[int, int, torch.device], Tensor] = {}
 
     def noise(self, height: int, width: int, device: torch.device | str = "cpu") -> Tensor:

@@ -11,10 +11,10 @@ from torch import Tensor, nn
 
 from masksal.classifiers import Classifier
 from masksal.explainers._common import at_resolution, gaussian_blur
-from masksal.explainers.base import Explainer, Explanation
+from masksal.explainers.base import ClassifierExplainer, Explanation
 
 
-class MeaningfulPerturbation(Explainer):
+class MeaningfulPerturbation(ClassifierExplainer):
     """Meaningful Perturbation (the deletion game), optimized for all images of a batch at once.
 
     Fong & Vedaldi, "Interpretable Explanations of Black Boxes by Meaningful Perturbation",
@@ -69,7 +69,17 @@ class MeaningfulPerturbation(Explainer):
     the infill blur in pixels (None: the authors' 10 px at 224 px, scaled; 6 and 12 px are for
     images of about 64 px, where the scaled blur is under 3 px)."""
     needs_grad = True
-    classifier: Classifier
+
+    iterations: int
+    lr: float
+    l1_coeff: float
+    tv_coeff: float
+    tv_beta: float
+    mask_scale: int
+    blur_sigma: float | None
+    mask_blur_sigma: float | None
+    jitter: int | None
+    seed: int
 
     def __init__(
         self,
@@ -88,16 +98,7 @@ class MeaningfulPerturbation(Explainer):
         if iterations < 0 or mask_scale < 1:
             raise ValueError("iterations must be >= 0 and mask_scale >= 1")
         super().__init__(classifier)
-        self.iterations = iterations
-        self.lr = lr
-        self.l1_coeff = l1_coeff
-        self.tv_coeff = tv_coeff
-        self.tv_beta = tv_beta
-        self.mask_scale = mask_scale
-        self.blur_sigma = blur_sigma
-        self.mask_blur_sigma = mask_blur_sigma
-        self.jitter = jitter
-        self.seed = seed
+        self._keep_options(locals())
 
     def _upsample(self, m: Tensor, size: tuple[int, int], mask_blur: float) -> Tensor:
         return gaussian_blur(F.interpolate(m, size=size, mode="bilinear", align_corners=False), mask_blur)

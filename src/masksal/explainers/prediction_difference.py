@@ -12,7 +12,7 @@ from torch import Tensor, nn
 
 from masksal.classifiers import Classifier
 from masksal.explainers._common import at_resolution
-from masksal.explainers.base import Explainer, Explanation, Images, prepare_images
+from masksal.explainers.base import ClassifierExplainer, Explanation, Images, prepare_images
 
 SAMPLINGS = ("conditional", "marginal")
 LAPLACE_COUNT = 100_000
@@ -114,7 +114,7 @@ def _weight_of_evidence(p: Tensor, num_classes: int) -> Tensor:
     return torch.log2(p / (1 - p))
 
 
-class PredictionDifference(Explainer):
+class PredictionDifference(ClassifierExplainer):
     """Prediction difference analysis with multivariate (patch) conditional sampling.
 
     Zintgraf, Cohen, Adel & Welling, "Visualizing Deep Neural Network Decisions: Prediction
@@ -160,7 +160,6 @@ class PredictionDifference(Explainer):
         seed: seed of the draws (the same for every image).
     """
 
-    classifier: Classifier
     name = "prediction_difference"
     # The window decides the scale of evidence a patch can remove (the authors' 10 px at 224 px is
     # 3 px at 64 px, thinner than a digit stroke, so a conditional sample mostly interpolates it
@@ -169,6 +168,14 @@ class PredictionDifference(Explainer):
     # with e.g. ``pda:stride=3`` (every window here is at least 3 px, so each configuration runs).
     # None is the authors' geometry scaled to the image (window 3, padding 1 at 64 px).
     TUNING_GRID: ClassVar[dict[str, list[Any]]] = {"window": [None, 8, 16], "padding": [None, 2]}
+
+    window: int | None
+    stride: int
+    padding: int | None
+    samples: int
+    sampling: str
+    batch_size: int
+    seed: int
 
     def __init__(
         self,
@@ -188,13 +195,7 @@ class PredictionDifference(Explainer):
             raise ValueError("stride, samples and batch_size must be >= 1")
         if (window is not None and window < 1) or (padding is not None and padding < 0):
             raise ValueError("window must be >= 1 and padding >= 0")
-        self.window = window
-        self.stride = stride
-        self.padding = padding
-        self.samples = samples
-        self.sampling = sampling
-        self.batch_size = batch_size
-        self.seed = seed
+        self._keep_options(locals())
         self.stats: PatchGaussian | None = None
         self._fitted: dict[tuple[int, int], _Conditionals] = {}
 

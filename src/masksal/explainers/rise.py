@@ -10,10 +10,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from masksal.classifiers import Classifier
-from masksal.explainers.base import Explainer, Explanation
+from masksal.explainers.base import ClassifierExplainer, Explanation
 
 
-class RISE(Explainer):
+class RISE(ClassifierExplainer):
     """Randomized Input Sampling for Explanation.
 
     Petsiuk, Das & Saenko, "RISE: Randomized Input Sampling for Explanation of Black-box
@@ -54,7 +54,12 @@ class RISE(Explainer):
     """Settings :func:`masksal.evaluation.tune` tries: the cell size (``grid_size`` cells a side) and the
     share of cells kept. The mask count stays the authors' 4000: more masks only lower the Monte
     Carlo noise of the same estimate, at a proportional cost."""
-    classifier: Classifier
+
+    n_masks: int
+    grid_size: int
+    p: float
+    batch_size: int
+    seed: int
 
     def __init__(
         self,
@@ -70,11 +75,7 @@ class RISE(Explainer):
         if not 0.0 < p <= 1.0:
             raise ValueError(f"p must be in (0, 1], got {p}")
         super().__init__(classifier)
-        self.n_masks = n_masks
-        self.grid_size = grid_size
-        self.p = p
-        self.batch_size = batch_size
-        self.seed = seed
+        self._keep_options(locals())
         self._draws: dict[tuple[int, int], tuple[Tensor, Tensor]] = {}
 
     def _random_draws(self, height: int, width: int) -> tuple[Tensor, Tensor]:

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from masksal.classifiers import Classifier
-from masksal.explainers.base import Explainer, Explanation
+from masksal.explainers.base import ClassifierExplainer, Explanation
 from masksal.taps import token_grid
 
 HEAD_FUSIONS = ("mean", "max", "min")
@@ -111,10 +111,9 @@ def recorded_attention(model: nn.Module) -> Iterator[list[Tensor]]:
                 m.forward = own
 
 
-class _AttentionExplainer(Explainer):
+class _AttentionExplainer(ClassifierExplainer):
     """What both rollouts share: recording the attention, the token grid and the readout row."""
 
-    classifier: Classifier
 
     def __init__(self, classifier: Classifier | nn.Module) -> None:
         super().__init__(classifier)
