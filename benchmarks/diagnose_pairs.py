@@ -25,14 +25,11 @@ All numbers in % of the requests (each pair image is asked once per object).
 
 from __future__ import annotations
 
-import argparse
-import json
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from _common import save_json
+from _common import run_diagnosis
 
 from masksal.cli.common import Inputs
 from masksal.cli.specs import load_evaluated, loader_of
@@ -115,19 +112,8 @@ def diagnose(method: str, classifier: str | None, split: str, n: int) -> dict[st
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("method", help="masker:CHECKPOINT or a method spec (gradcam, ...)")
-    ap.add_argument("--classifier", help="classifier checkpoint (default: the masker's)")
-    ap.add_argument("--split", default="test")
-    ap.add_argument("--n", type=int, default=500, help="pair images (each asked about both objects)")
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--out", type=Path)
-    args = ap.parse_args()
-    torch.set_num_threads(args.threads)
-    out = diagnose(args.method, args.classifier, args.split, args.n)
-    print(json.dumps(out, indent=1))
-    if args.out:
-        save_json(args.out, out)
+    run_diagnosis(__doc__.splitlines()[0], diagnose, split="test", n=500,
+                  n_help="pair images (each asked about both objects)")
 
 
 if __name__ == "__main__":

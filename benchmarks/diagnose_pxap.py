@@ -20,13 +20,11 @@ points, on the same maps ``evaluate`` scores:
 
 from __future__ import annotations
 
-import argparse
-import json
 from typing import Any
 
 import numpy as np
 import torch
-from _common import save_json
+from _common import run_diagnosis
 from scipy.ndimage import gaussian_filter
 
 from masksal.cli.common import Inputs
@@ -92,19 +90,8 @@ def diagnose(method: str, classifier: str | None, split: str, n: int) -> dict[st
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("method", help="masker:CHECKPOINT or a method spec (with --classifier)")
-    ap.add_argument("--classifier", default=None)
-    ap.add_argument("--split", default="val")
-    ap.add_argument("--n", type=int, default=2000, help="images of the built-in benchmark per split")
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--out", default=None)
-    args = ap.parse_args()
-    torch.set_num_threads(args.threads)
-    out = diagnose(args.method, args.classifier, args.split, args.n)
-    print(json.dumps(out, indent=1))
-    if args.out:
-        save_json(args.out, out)
+    run_diagnosis(__doc__.splitlines()[0], diagnose, split="val", n=2000,
+                  n_help="images of the built-in benchmark per split")
 
 
 if __name__ == "__main__":
