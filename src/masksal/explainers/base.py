@@ -201,21 +201,24 @@ class Explainer(ABC):
         """Where the model lives (inputs are moved there); the CPU without a classifier."""
         return module_device(self.classifier) if self.classifier is not None else torch.device("cpu")
 
+    @classmethod
+    def _option_names(cls) -> list[str]:
+        """The constructor's named arguments after the classifier: the method's settings."""
+        params = list(inspect.signature(cls.__init__).parameters.values())[2:]
+        return [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+
     def options(self) -> dict[str, Any]:
         """The method's settings: the constructor's arguments (after the classifier) that the
         instance keeps under the same name. Used by ``repr`` and the benchmark tables."""
-        params = list(inspect.signature(type(self).__init__).parameters.values())[2:]
-        return {p.name: getattr(self, p.name) for p in params
-                if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and hasattr(self, p.name)}
+        return {name: getattr(self, name) for name in self._option_names() if hasattr(self, name)}
 
     def _keep_options(self, values: dict[str, Any]) -> None:
         """Keep each constructor argument after the classifier found in ``values`` (the
         constructor's ``locals()``) under its own name: what :meth:`options` reads back. A
         subclass declares their types as class attributes."""
-        params = list(inspect.signature(type(self).__init__).parameters.values())[2:]
-        for p in params:
-            if p.name in values and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY):
-                setattr(self, p.name, values[p.name])
+        for name in self._option_names():
+            if name in values:
+                setattr(self, name, values[name])
 
     def __repr__(self) -> str:
         opts = ", ".join(f"{k}={v!r}" for k, v in self.options().items())
