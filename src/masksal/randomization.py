@@ -65,11 +65,13 @@ def _snapshot(module: nn.Module) -> dict[str, Tensor]:
 
 def cascading_randomization(model: nn.Module, units: Sequence[str] | None = None, seed: int = 0,
                             depth: int = 2, order: str = "top_down") -> Iterator[str]:
-    """Randomize ``units`` from the top down, cumulatively; yield each unit's name once it is done.
+    """Randomize ``units`` cumulatively, from the top down by default; yield each unit's name once
+    it is done.
 
-    While the caller handles the value ``u`` of step ``k``, the units ``units[-1] ... u`` (the
-    top ``k + 1``) are random and all others keep their weights. The model's original state
-    is restored when the iteration ends or is abandoned.
+    While the caller handles the value ``u`` of step ``k``, the ``k + 1`` units randomized so far
+    (from the top: ``units[-1] ... u``; with ``order="bottom_up"``: ``units[0] ... u``) are random
+    and all others keep their weights. The model's original state is restored when the iteration
+    ends or is abandoned.
 
     Args:
         model: the module to randomize in place (e.g. ``classifier.model``).

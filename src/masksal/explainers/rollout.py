@@ -114,7 +114,6 @@ def recorded_attention(model: nn.Module) -> Iterator[list[Tensor]]:
 class _AttentionExplainer(ClassifierExplainer):
     """What both rollouts share: recording the attention, the token grid and the readout row."""
 
-
     def __init__(self, classifier: Classifier | nn.Module) -> None:
         super().__init__(classifier)
         if not attention_layers(self.classifier.model):

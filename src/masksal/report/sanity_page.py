@@ -7,18 +7,18 @@ from typing import Any
 
 import numpy as np
 
+from masksal.sanity import SIMILARITIES
 from masksal.types import Batch
 
-SIMILARITIES = ("spearman", "spearman_abs", "ssim", "hog")
 NAN_NOTE = ("nan: every map of the method became constant (e.g. Grad-CAM once the layer it reads is random and its "
             "positive part vanishes), so no rank correlation exists; the plots leave those points out.")
+
+_LABELS = {"spearman": "Spearman", "spearman_abs": "Spearman (abs)", "ssim": "SSIM", "hog": "HOG (Pearson)"}
 
 
 def _images(results: dict[str, Any]) -> int:
     """The number of test images compared (fewer than asked for when the split is smaller)."""
     return int(results.get("images", results["budget"]["n_images"]))
-
-_LABELS = {"spearman": "Spearman", "spearman_abs": "Spearman (abs)", "ssim": "SSIM", "hog": "HOG (Pearson)"}
 
 
 def plot_randomization(results: dict[str, Any], kind: str, title: str | None = None) -> np.ndarray:
